@@ -1,0 +1,38 @@
+"""DeepSeek-V3 671B, exactly as published (reference §1.1)."""
+
+from eva_jax.config import Config, ModelConfig, YarnConfig
+
+CONFIG = Config(
+    name="v3_671b",
+    model=ModelConfig(
+        vocab_size=129280,
+        hidden_size=7168,
+        num_layers=61,
+        num_heads=128,
+        q_lora_rank=1536,
+        kv_lora_rank=512,
+        qk_nope_head_dim=128,
+        qk_rope_head_dim=64,
+        v_head_dim=128,
+        intermediate_size=18432,
+        moe_intermediate_size=2048,
+        n_routed_experts=256,
+        n_shared_experts=1,
+        num_experts_per_tok=8,
+        n_group=8,
+        topk_group=4,
+        first_k_dense_replace=3,
+        routed_scaling_factor=2.5,
+        norm_topk_prob=True,
+        scoring_func="sigmoid",
+        topk_method="noaux_tc",
+        num_mtp_layers=1,
+        max_position_embeddings=163840,
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        rope_scaling=YarnConfig(factor=40.0, original_max_position_embeddings=4096, beta_fast=32.0, beta_slow=1.0,
+                                mscale=1.0, mscale_all_dim=1.0),
+        initializer_range=0.006,
+        dtype="bfloat16",
+    ),
+)

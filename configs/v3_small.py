@@ -1,0 +1,34 @@
+"""DeepSeek-V3's structure at ~80M parameters, trainable on a CPU: the benchmark shape
+(../shared/bench_shape.json) plus one MTP module."""
+
+from eva_jax.config import Config, ModelConfig
+
+CONFIG = Config(
+    name="v3_small",
+    model=ModelConfig(
+        vocab_size=8192,
+        hidden_size=512,
+        num_layers=6,
+        num_heads=8,
+        q_lora_rank=256,
+        kv_lora_rank=128,
+        qk_nope_head_dim=64,
+        qk_rope_head_dim=32,
+        v_head_dim=64,
+        intermediate_size=1408,
+        moe_intermediate_size=256,
+        n_routed_experts=32,
+        n_shared_experts=1,
+        num_experts_per_tok=4,
+        n_group=4,
+        topk_group=2,
+        first_k_dense_replace=1,
+        routed_scaling_factor=2.5,
+        norm_topk_prob=True,
+        num_mtp_layers=1,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        dtype="float32",
+    ),
+)

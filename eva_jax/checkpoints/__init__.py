@@ -1,0 +1,1 @@
+"""Checkpoint formats: Hugging Face safetensors (incl. FP8) in and out."""

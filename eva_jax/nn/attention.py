@@ -1,0 +1,30 @@
+"""Causal attention math for MLA shapes: a per-head nope part and one rope key shared by all heads."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+
+def attention_mask(t: int, s: int, segment_ids_q: Int[Array, "B T"] | None = None,
+                   segment_ids_k: Int[Array, "B S"] | None = None, q_offset: int = 0) -> Bool[Array, "B T S"]:
+    """True where query t may attend key s: causal (s ≤ t + q_offset), and same segment when ids are given."""
+    allowed = (jnp.arange(s)[None, :] <= (jnp.arange(t)[:, None] + q_offset))[None]
+    if segment_ids_q is not None:
+        allowed = allowed & (segment_ids_q[:, :, None] == segment_ids_k[:, None, :])
+    return allowed
+
+
+def mla_attention(q_nope: Float[Array, "B T H N"], q_rope: Float[Array, "B T H R"],
+                  k_nope: Float[Array, "B S H N"], k_rope: Float[Array, "B S R"],
+                  v: Float[Array, "B S H V"], mask: Bool[Array, "B T S"], scale: float) -> Float[Array, "B T H V"]:
+    """softmax(scale·(q_nope·k_nope + q_rope·k_rope) + mask)·v, scores and softmax in fp32 (reference §2.2).
+
+    The rope key is contracted once for all heads instead of being broadcast to H copies.
+    """
+    scores = jnp.einsum("BTHN,BSHN->BHTS", q_nope, k_nope, preferred_element_type=jnp.float32)
+    scores += jnp.einsum("BTHR,BSR->BHTS", q_rope, k_rope, preferred_element_type=jnp.float32)
+    scores = jnp.where(mask[:, None], scores * scale, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("BHTS,BSHV->BTHV", probs, v)

@@ -1,0 +1,53 @@
+"""One pre-norm decoder layer, and the scanned stacks of them (reference §2.1)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+from jaxtyping import Array, Bool, Float
+
+from eva_jax.config import ModelConfig
+from eva_jax.nn.mla import MLA
+from eva_jax.nn.mlp import MLP
+from eva_jax.nn.moe import MoE
+from eva_jax.nn.norms import RMSNorm
+
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Block(nn.Module):
+    """x = h + MLA(norm(h)); h' = x + FFN(norm(x)), FFN a dense SwiGLU or DeepSeekMoE."""
+
+    cfg: ModelConfig
+    moe: bool
+
+    @nn.compact
+    def __call__(self, h: Float[Array, "B T D"], cos: Float[Array, "B T R2"], sin: Float[Array, "B T R2"],
+                 mask: Bool[Array, "B T T"]) -> tuple[Float[Array, "B T D"], dict[str, Array]]:
+        cfg = self.cfg
+        with jax.named_scope("attention"):
+            x = h + MLA(cfg, name="attn")(RMSNorm(cfg.rms_norm_eps, cfg.param_dtype, name="attn_norm")(h), cos, sin, mask)
+        normed = RMSNorm(cfg.rms_norm_eps, cfg.param_dtype, name="ffn_norm")(x)
+        if self.moe:
+            with jax.named_scope("moe"):
+                y, stats = MoE(cfg, name="moe")(normed)
+        else:
+            with jax.named_scope("mlp"):
+                y, stats = MLP(cfg, cfg.intermediate_size, name="mlp")(normed), {}
+        return x + y, stats
+
+
+def layer_stack(cfg: ModelConfig, moe: bool, length: int, name: str) -> nn.Module:
+    """`length` Blocks under nn.scan (parameters stacked on a leading "layers" axis) and the remat policy,
+    so compile time does not grow with depth."""
+    block = Block
+    if cfg.remat_policy != "none":
+        block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
+    scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                      in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=length,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
+    return scanned(cfg, moe, name=name)

@@ -1,0 +1,37 @@
+"""Parameter declaration helpers shared by every module: logical axis names on every parameter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from eva_jax.config import ModelConfig
+
+
+def dtype_of(name: str) -> jnp.dtype:
+    return jnp.dtype(name)
+
+
+def compute_dtype(cfg: ModelConfig) -> jnp.dtype:
+    return jnp.dtype(cfg.dtype)
+
+
+def kernel_init(cfg: ModelConfig) -> nn.initializers.Initializer:
+    # DeepSeek trained from N(0, 0.006²) (reference §8); HF's init uses initializer_range the same way.
+    return nn.initializers.normal(stddev=cfg.initializer_range)
+
+
+def param(module: nn.Module, name: str, shape: Sequence[int], axes: tuple[str, ...],
+          init: nn.initializers.Initializer, dtype: jnp.dtype) -> jax.Array:
+    """Declares a parameter whose dimensions carry logical axis names (used by the sharding rules)."""
+    assert len(shape) == len(axes), (name, shape, axes)
+    return module.param(name, nn.with_logical_partitioning(init, axes), tuple(shape), dtype)
+
+
+def kernel(module: nn.Module, cfg: ModelConfig, name: str, shape: Sequence[int], axes: tuple[str, ...]) -> jax.Array:
+    """A matmul weight, stored in param_dtype and returned in the compute dtype."""
+    value = param(module, name, shape, axes, kernel_init(cfg), jnp.dtype(cfg.param_dtype))
+    return value.astype(compute_dtype(cfg))

@@ -1,0 +1,29 @@
+"""SwiGLU feed-forward: the dense layers and the shared experts (reference §4.2)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+from jaxtyping import Array, Float
+
+from eva_jax.config import ModelConfig
+from eva_jax.nn.layers import kernel
+
+
+def swiglu(x: Float[Array, "... D"], w_gate: Float[Array, "D F"], w_up: Float[Array, "D F"],
+           w_down: Float[Array, "F D"]) -> Float[Array, "... D"]:
+    return (jax.nn.silu(x @ w_gate) * (x @ w_up)) @ w_down
+
+
+class MLP(nn.Module):
+    cfg: ModelConfig
+    width: int
+    axis: str = "mlp"
+
+    @nn.compact
+    def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
+        cfg, d, f = self.cfg, self.cfg.hidden_size, self.width
+        w_gate = kernel(self, cfg, "gate", (d, f), ("embed", self.axis))
+        w_up = kernel(self, cfg, "up", (d, f), ("embed", self.axis))
+        w_down = kernel(self, cfg, "down", (f, d), (self.axis, "embed"))
+        return swiglu(x, w_gate, w_up, w_down)

@@ -1,0 +1,105 @@
+"""Dotted overrides on frozen nested dataclasses: `{"model.num_layers": 4, "model.rope_scaling.factor": "40"}`.
+
+Values may be Python objects or strings (as from `--set key=value`); strings are parsed by the field's type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from typing import Any
+
+from eva_jax.config import ConfigError
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    args = typing.get_args(tp)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]), True
+    return tp, False
+
+
+def parse_value(key: str, raw: Any, tp: Any) -> Any:
+    """Converts `raw` to the annotated type `tp`, with an error that names `key`."""
+    inner, optional = _unwrap_optional(tp)
+    if isinstance(raw, str):
+        text = raw.strip()
+        if optional and text.lower() in ("none", "null"):
+            return None
+        if inner is bool:
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise ConfigError(f"{key}={raw!r}: expected true or false")
+        if inner is int:
+            try:
+                return int(text)
+            except ValueError:
+                raise ConfigError(f"{key}={raw!r}: expected an integer") from None
+        if inner is float:
+            try:
+                return float(text)
+            except ValueError:
+                raise ConfigError(f"{key}={raw!r}: expected a number") from None
+        if inner is str:
+            return text
+        if dataclasses.is_dataclass(inner):
+            try:
+                raw = json.loads(text)
+            except json.JSONDecodeError:
+                raise ConfigError(f"{key}={raw!r}: expected a JSON object for {inner.__name__}") from None
+    if raw is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key} cannot be None")
+    if dataclasses.is_dataclass(inner) and isinstance(raw, dict):
+        return from_dict(inner, raw, prefix=key)
+    if inner is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if inner in (int, float, bool, str) and not isinstance(raw, inner):
+        raise ConfigError(f"{key}={raw!r}: expected {inner.__name__}")
+    if inner is int and isinstance(raw, bool):
+        raise ConfigError(f"{key}={raw!r}: expected int")
+    return raw
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Builds dataclass `cls` from a (possibly nested) dict, rejecting unknown keys by name."""
+    types_ = _field_types(cls)
+    unknown = sorted(set(data) - set(types_))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(prefix + '.' + u if prefix else u for u in unknown)}; "
+                          f"{cls.__name__} has {', '.join(sorted(types_))}")
+    kwargs = {k: parse_value(f"{prefix}.{k}" if prefix else k, v, types_[k]) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def apply_overrides(root: Any, overrides: dict[str, Any]) -> Any:
+    """Returns `root` with each dotted key replaced; validation re-runs on every rebuilt dataclass."""
+    for key, raw in overrides.items():
+        root = _set_path(root, key.split("."), raw, key)
+    return root
+
+
+def _set_path(node: Any, parts: list[str], raw: Any, full_key: str) -> Any:
+    if not dataclasses.is_dataclass(node):
+        raise ConfigError(f"cannot override {full_key!r}: {'.'.join(parts)} is below a value that is not a section")
+    types_ = _field_types(type(node))
+    head = parts[0]
+    if head not in types_:
+        raise ConfigError(f"unknown config key {full_key!r}: {type(node).__name__} has {', '.join(sorted(types_))}")
+    if len(parts) == 1:
+        return dataclasses.replace(node, **{head: parse_value(full_key, raw, types_[head])})
+    child = getattr(node, head)
+    if child is None:
+        raise ConfigError(f"cannot override {full_key!r}: {head} is None; set it whole, e.g. {head}='{{...}}'")
+    return dataclasses.replace(node, **{head: _set_path(child, parts[1:], raw, full_key)})
