@@ -221,6 +221,18 @@ tpu_ssh_all() {
   done < <(tpu_worker_batches)
 }
 
+# tpu_scp_all DEST_DIR FILE...: copy local files to every worker, in batches.
+tpu_scp_all() {
+  require EVA_PROJECT EVA_ZONE EVA_TPU_NAME
+  tpu_gcloud
+  local dest=$1 workers
+  shift
+  while read -r workers; do
+    run "${TPU_GCLOUD[@]}" scp "$@" "$EVA_TPU_NAME:$dest" "--project=$EVA_PROJECT" \
+      "--zone=$EVA_ZONE" "--worker=$workers" "$TPU_NET_FLAG" --quiet
+  done < <(tpu_worker_batches)
+}
+
 # tpu_ssh_one WORKER REMOTE_CMD
 tpu_ssh_one() {
   require EVA_PROJECT EVA_ZONE EVA_TPU_NAME
