@@ -47,7 +47,9 @@ class Transformer(nn.Module):
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
         cos, sin = rope_tables(self.cfg, positions)
         mask = attention_mask(t, t, segment_ids, segment_ids)
-        h = self.embed(tokens)
+        # `perturb` is the identity unless the "perturbations" collection is requested: it exposes gradients
+        # with respect to the embedded inputs (used by the causality tests and saliency tools).
+        h = self.perturb("embed_main", self.embed(tokens))
         if self.cfg.num_dense_layers:
             h, _ = self.dense_layers(h, cos, sin, mask)
         moe_stats = {}
@@ -59,7 +61,8 @@ class Transformer(nn.Module):
             for k, module in enumerate(self.mtp, start=1):
                 with jax.named_scope(f"mtp_{k}"):
                     # Depth k at position i sees h^{k-1}_i and token i+k, and predicts token i+k+1.
-                    h, stats = module(h[:, : t - k], self.embed(tokens[:, k:]), cos[:, k:], sin[:, k:], mask[:, k:, k:])
+                    emb = self.perturb(f"embed_mtp_{k}", self.embed(tokens[:, k:]))
+                    h, stats = module(h[:, : t - k], emb, cos[:, k:], sin[:, k:], mask[:, k:, k:])
                 out["mtp_logits"].append(self.head(h))
                 out["mtp_moe"].append(stats)
         return out

@@ -3,8 +3,8 @@
 # and point it at the bucket. Runs as root; every step is idempotent so it is
 # safe at every boot and on every relaunch.
 set -euo pipefail
-EVA_SCRIPT=bootstrap-host
-# shellcheck source=gcp-setup/scripts/lib.sh
+EVA_SCRIPT='bootstrap-host' # read by log() in lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
@@ -80,7 +80,7 @@ else
 fi
 
 run "$py" -m pip install --quiet --upgrade pip
-run "$py" -m pip install --quiet -e "$src[test]"
+run "$py" -m pip install --quiet -e "${src}[test]"
 if [[ -n $jax_extra ]]; then
   # Same jax version that Eva's own pins resolved to, plus the accelerator
   # plugin (libtpu / CUDA wheels), so the two never disagree.

@@ -3,8 +3,8 @@
 # auto-shutdown systemd timer. Runs as root from the dev instance's startup
 # script, after bootstrap-host.sh has built the conda env "eva".
 set -euo pipefail
-EVA_SCRIPT=dev-services
-# shellcheck source=gcp-setup/scripts/lib.sh
+EVA_SCRIPT='dev-services' # read by log() in lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
@@ -41,7 +41,8 @@ minutes=${EVA_IDLE_MINUTES:-30}
 if [[ $EVA_DRY_RUN != 1 && $EUID -ne 0 ]]; then die "run as root (sudo $0 ...)"; fi
 
 env_bin=/opt/conda/envs/eva/bin
-run "$env_bin/python" -m pip install --quiet 'jupyterlab>=4,<5'
+# As the user: bootstrap-host.sh --owner gave them the env, keep it theirs.
+run runuser -u "$user" -- "$env_bin/python" -m pip install --quiet 'jupyterlab>=4,<5'
 # The token lives in a root-only file: IAP already restricts who can connect,
 # the token stops other users on the VPC.
 run_sh "test -s /etc/eva/jupyter.env || (umask 077 && mkdir -p /etc/eva && printf 'JUPYTER_TOKEN=%s\n' \"\$(openssl rand -hex 24)\" > /etc/eva/jupyter.env)"

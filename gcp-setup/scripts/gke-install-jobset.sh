@@ -3,8 +3,8 @@
 # runs this after creating the cluster (gcp-setup/terraform/jobset.tf); it is
 # also safe to run by hand (server-side apply is idempotent).
 set -euo pipefail
-EVA_SCRIPT=gke-install-jobset
-# shellcheck source=gcp-setup/scripts/lib.sh
+EVA_SCRIPT='gke-install-jobset' # read by log() in lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2034 # template values are read indirectly by render()
 # Submit a training run to GKE as a JobSet: renders gcp-setup/k8s/
 # jobset-{tpu,gpu}.yaml.tmpl from the env file, deletes a stale JobSet of the
 # same name, and applies the new one.
 set -euo pipefail
-EVA_SCRIPT=gke-submit
-# shellcheck source=gcp-setup/scripts/lib.sh
+EVA_SCRIPT='gke-submit' # read by log() in lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
@@ -82,16 +83,18 @@ BOOTSTRAP="git clone -q $(quote_word "$EVA_REPO_URL") /opt/eva/src && bash /opt/
 # render: replace each ${NAME} whose NAME is a set shell variable; anything
 # left over is a template/script mismatch, so fail loudly.
 render() {
-  local line name out=""
+  local line name value rendered=""
   while IFS= read -r line || [[ -n $line ]]; do
     while [[ $line =~ \$\{([A-Z_]+)\} ]]; do
       name=${BASH_REMATCH[1]}
       [[ -n ${!name+set} ]] || die "$template: no value for \${$name}"
-      line=${line//"\${$name}"/${!name}}
+      value=${!name}
+      # Quoted replacement: bash 5.2 would otherwise expand "&" in values.
+      line=${line//"\${$name}"/"$value"}
     done
-    out+=$line$'\n'
+    rendered+=$line$'\n'
   done <"$template"
-  printf '%s' "$out"
+  printf '%s' "$rendered"
 }
 manifest=$(render)
 

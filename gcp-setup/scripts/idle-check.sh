@@ -3,8 +3,8 @@
 # eva-idle-shutdown.timer: powers the VM off once nobody has been connected
 # (SSH or Jupyter) and the CPU has been quiet for EVA_IDLE_MINUTES.
 set -euo pipefail
-EVA_SCRIPT=idle-check
-# shellcheck source=gcp-setup/scripts/lib.sh
+EVA_SCRIPT='idle-check' # read by log() in lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {

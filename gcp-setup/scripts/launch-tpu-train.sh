@@ -4,8 +4,8 @@
 # jax.distributed.initialize() (no arguments) finds its peers from the TPU
 # metadata, so every host runs the identical command.
 set -euo pipefail
-EVA_SCRIPT=launch-tpu-train
-# shellcheck source=gcp-setup/scripts/lib.sh
+EVA_SCRIPT='launch-tpu-train' # read by log() in lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
@@ -44,10 +44,10 @@ done
 finish_args
 require EVA_PROJECT EVA_ZONE EVA_TPU_NAME EVA_TPU_TOPOLOGY EVA_BUCKET EVA_CONFIG
 EVA_TRAIN_SETS="${EVA_TRAIN_SETS:-} ${extra_sets[*]}"
-flags=$(train_flags)
+train_args=$(train_flags)
 log "run $EVA_RUN_NAME on $EVA_TPU_NAME ($(tpu_hosts) hosts)"
 
 tpu_ssh_all "$(tpu_stop_cmd)"
 log_file=/var/tmp/eva/$EVA_RUN_NAME.log
-tpu_ssh_all "sudo mkdir -p /var/tmp/eva && sudo chmod 1777 /var/tmp/eva && cd /opt/eva/src && setsid nohup /opt/conda/envs/eva/bin/python -m eva_jax.train $flags > $log_file 2>&1 < /dev/null &"
+tpu_ssh_all "sudo mkdir -p /var/tmp/eva && sudo chmod 1777 /var/tmp/eva && cd /opt/eva/src && setsid nohup /opt/conda/envs/eva/bin/python -m eva_jax.train $train_args > $log_file 2>&1 < /dev/null &"
 log "started; follow with: gcp-setup/scripts/logs.sh --env-file ... --follow"

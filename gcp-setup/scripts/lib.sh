@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # variables here are for the sourcing scripts
 # Shared helpers for gcp-setup/scripts/*.sh. Sourced, never executed.
 #
 # Why one library: every script needs the same --dry-run / --env-file / --help
@@ -24,6 +24,10 @@ quote_word() {
   local w=$1
   if [[ -n $w && $w =~ ^[A-Za-z0-9_./:=@,+%^-]+$ ]]; then
     printf '%s' "$w"
+  elif [[ $w =~ ^(--[a-z0-9-]+=)(.+)$ ]]; then
+    # --flag='value with spaces' reads better than '--flag=value ...'
+    printf '%s' "${BASH_REMATCH[1]}"
+    quote_word "${BASH_REMATCH[2]}"
   else
     printf "'%s'" "${w//\'/\'\\\'\'}"
   fi
@@ -123,7 +127,7 @@ common_flag() {
 # path is relative to it and dry-run output is the same on any checkout.
 finish_args() {
   if [[ -n $EVA_ENV_FILE ]]; then load_env_file "$EVA_ENV_FILE"; fi
-  cd "$EVA_REPO_ROOT"
+  cd "$EVA_REPO_ROOT" || die "cannot enter $EVA_REPO_ROOT"
 }
 
 # The help text lines every script shares.

@@ -3,8 +3,8 @@
 # environment (dev, v5p-128, ...) lives in its own Terraform workspace so
 # applying one never destroys another.
 set -euo pipefail
-EVA_SCRIPT=provision
-# shellcheck source=gcp-setup/scripts/lib.sh
+EVA_SCRIPT='provision' # read by log() in lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {

@@ -3,8 +3,8 @@
 # part (the TPU slice, the GKE cluster, the dev VM) while keeping the bucket,
 # network and service account for next time.
 set -euo pipefail
-EVA_SCRIPT=teardown
-# shellcheck source=gcp-setup/scripts/lib.sh
+EVA_SCRIPT='teardown' # read by log() in lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {

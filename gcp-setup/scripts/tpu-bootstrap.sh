@@ -2,8 +2,8 @@
 # Install Eva at EVA_GIT_REF on every worker of a TPU VM slice: copies
 # bootstrap-host.sh there and runs it on all workers (batched beyond 16).
 set -euo pipefail
-EVA_SCRIPT=tpu-bootstrap
-# shellcheck source=gcp-setup/scripts/lib.sh
+EVA_SCRIPT='tpu-bootstrap' # read by log() in lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {

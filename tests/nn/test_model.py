@@ -1,0 +1,133 @@
+"""Whole-model invariants: shapes and dtypes, causality by gradients (main and every MTP depth), jit == no-jit,
+layouts agree, bad token ids are named."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import eva_jax
+from eva_jax.nn.model import Transformer
+
+T = 9
+
+
+@pytest.fixture(scope="module")
+def mtp2():
+    cfg = eva_jax.load_config("v3_tiny", **{"model.num_mtp_layers": 2})
+    return cfg, eva_jax.init_params(cfg, seed=1)
+
+
+def tokens(vocab, b=2, t=T, seed=0):
+    return np.random.default_rng(seed).integers(0, vocab, (b, t))
+
+
+def test_shapes_and_dtypes(mtp2):
+    cfg, params = mtp2
+    toks = tokens(cfg.model.vocab_size)
+    out = eva_jax.logits(cfg, params, toks)
+    assert out.shape == (2, T, cfg.model.vocab_size) and out.dtype == jnp.float32
+    mtp = eva_jax.mtp_logits(cfg, params, toks)
+    assert [m.shape for m in mtp] == [(2, T - 1, 256), (2, T - 2, 256)]
+    assert all(m.dtype == jnp.float32 for m in mtp)
+    assert all(np.isfinite(np.asarray(m)).all() for m in [out, *mtp])
+
+
+def test_bfloat16_compute_returns_float32_logits_close_to_float32(mtp2):
+    cfg, params = mtp2
+    bf16 = dataclasses.replace(cfg.model, dtype="bfloat16")
+    toks = tokens(256)
+    hi, lo = eva_jax.logits(cfg, params, toks), eva_jax.logits(bf16, params, toks)
+    assert lo.dtype == jnp.float32
+    assert np.abs(np.asarray(hi - lo)).max() < 0.05 * np.abs(np.asarray(hi)).max()
+
+
+def _embedding_grads(cfg, params, toks, pick):
+    model = Transformer(cfg.model)
+    _, zeros = model.apply({"params": params}, toks, mutable=["perturbations"])
+
+    def f(perturbations):
+        return pick(model.apply({"params": params, **perturbations}, toks))
+
+    return jax.grad(f)(zeros)["perturbations"]
+
+
+@pytest.mark.parametrize("position", [0, 4, T - 1])
+def test_main_model_is_causal(mtp2, position):
+    cfg, params = mtp2
+    grads = _embedding_grads(cfg, params, tokens(256), lambda out: out["logits"][:, position].sum())
+    g = np.abs(np.asarray(grads["embed_main"])).sum(-1)
+    assert not g[:, position + 1:].any()
+    assert g[:, : position + 1].all()
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_every_mtp_depth_is_causal(mtp2, depth):
+    """Depth k at position i may use tokens ≤ i+k only, and does use token i+k."""
+    cfg, params = mtp2
+    i = 3
+    grads = _embedding_grads(cfg, params, tokens(256), lambda out: out["mtp_logits"][depth - 1][:, i].sum())
+    main = np.abs(np.asarray(grads["embed_main"])).sum(-1)
+    assert not main[:, i + 1:].any() and main[:, : i + 1].all()
+    for j in range(1, depth + 1):  # depth j embeds token p + j at its position p
+        g = np.abs(np.asarray(grads[f"embed_mtp_{j}"])).sum(-1)
+        assert not g[:, i + 1:].any() and g[:, i].all()
+
+
+def test_jit_and_no_jit_agree(tiny_cfg, tiny_params):
+    toks = jnp.asarray(tokens(256))
+    model = Transformer(tiny_cfg.model)
+    with jax.disable_jit():
+        eager = model.apply({"params": tiny_params}, toks)["logits"]
+    jitted = eva_jax.logits(tiny_cfg, tiny_params, toks)
+    np.testing.assert_allclose(eager, jitted, rtol=1e-5, atol=1e-5)
+
+
+def test_moe_layouts_give_the_same_model(tiny_cfg, tiny_params):
+    toks = tokens(256, seed=3)
+    outs = [eva_jax.logits(dataclasses.replace(tiny_cfg.model, moe_impl=impl), tiny_params, toks)
+            for impl in ("ragged", "padded")]
+    np.testing.assert_allclose(*outs, rtol=1e-5, atol=1e-5)
+
+
+def test_remat_policies_do_not_change_values_or_grads(tiny_cfg, tiny_params):
+    toks = jnp.asarray(tokens(256, seed=4))
+
+    def loss(params, policy):
+        return eva_jax.logits(dataclasses.replace(tiny_cfg.model, remat_policy=policy), params, toks).std()
+
+    base = jax.grad(loss)(tiny_params, "none")
+    for policy in ("full", "dots"):
+        other = jax.grad(loss)(tiny_params, policy)
+        for a, b in zip(jax.tree_util.tree_leaves(base), jax.tree_util.tree_leaves(other)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.array([[1, 2, 256]]), "token id 256 is outside the vocabulary [0, 256)"),
+    (np.array([[-1, 2]]), "token id -1 is outside the vocabulary"),
+    (np.array([1, 2, 3]), "2-D [batch, time]"),
+    (np.array([[0.5, 1.0]]), "integer ids"),
+])
+def test_bad_tokens_are_named(tiny_cfg, tiny_params, bad, message):
+    with pytest.raises(ValueError) as err:
+        eva_jax.logits(tiny_cfg, tiny_params, bad)
+    assert message in str(err.value)
+
+
+def test_params_carry_logical_axes_on_every_leaf(tiny_cfg):
+    specs = jax.tree_util.tree_leaves(eva_jax.param_logical_axes(tiny_cfg),
+                                      is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    assert specs and all(all(isinstance(n, str) for n in spec) for spec in specs)
+    scanned = eva_jax.param_logical_axes(tiny_cfg)["moe_layers"]["moe"]["experts_gate"]
+    assert tuple(scanned) == ("layers", "expert", "embed", "expert_mlp")
+
+
+def test_v3_671b_parameter_counts_are_exact():
+    counts = eva_jax.param_counts(eva_jax.load_config("v3_671b"))
+    assert counts["total"] == 671_026_404_352
+    assert counts["activated"] == 37_552_282_624
+    assert round(counts["mtp"] / 1e9, 2) == 11.61
+    assert round(counts["mtp_activated"] / 1e9, 2) == 2.54
