@@ -49,5 +49,9 @@ log "run $EVA_RUN_NAME on $EVA_TPU_NAME ($(tpu_hosts) hosts)"
 
 tpu_ssh_all "$(tpu_stop_cmd)"
 log_file=/var/tmp/eva/$EVA_RUN_NAME.log
-tpu_ssh_all "sudo mkdir -p /var/tmp/eva && sudo chmod 1777 /var/tmp/eva && cd /opt/eva/src && setsid nohup /opt/conda/envs/eva/bin/python -m eva_jax.train $train_args > $log_file 2>&1 < /dev/null &"
+# Only the training process goes to the background, with every fd
+# redirected: otherwise the remote shell keeps ssh's output open and gcloud
+# would wait for the whole run (and the next batch would never start).
+# setsid + nohup: the run survives the end of the ssh session.
+tpu_ssh_all "sudo mkdir -p /var/tmp/eva && sudo chmod 1777 /var/tmp/eva && cd /opt/eva/src && { setsid nohup /opt/conda/envs/eva/bin/python -m eva_jax.train $train_args > $log_file 2>&1 < /dev/null & }"
 log "started; follow with: gcp-setup/scripts/logs.sh --env-file ... --follow"

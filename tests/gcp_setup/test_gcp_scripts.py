@@ -11,7 +11,9 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -127,6 +129,29 @@ def test_launch_kills_stale_runs_then_starts_the_same_command_everywhere():
     expected = (f"python -m eva_jax.train --config={ev['EVA_CONFIG']} "
                 f"--workdir=gs://{ev['EVA_BUCKET']}/runs/{ev['EVA_RUN_NAME']} --set mesh.data=4 --set mesh.expert=16")
     assert expected in start_cmd
+
+
+def test_started_run_detaches_from_the_ssh_session(tmp_path):
+    """Run the launcher's real remote start command locally against a stub
+    python that sleeps: the shell must return at once (or gcloud ssh would
+    block for the whole run) while the stub keeps running."""
+    start = _commands(run_script("launch-tpu-train.sh", env_name="v5p-128").stdout)[1]
+    remote = next(a for a in start if a.startswith("--command=")).split("=", 1)[1]
+    stub = tmp_path / "python"
+    stub.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/pid\nexec sleep 5\n")
+    stub.chmod(0o755)
+    remote = (remote.replace("sudo ", "").replace("/opt/conda/envs/eva/bin/python", str(stub))
+              .replace("/opt/eva/src", str(tmp_path)).replace("/var/tmp/eva", str(tmp_path / "logs")))
+    begin = time.monotonic()
+    subprocess.run(f"bash -c {shlex.quote(remote)} | cat", shell=True, check=True, timeout=4)
+    assert time.monotonic() - begin < 2.5
+    for _ in range(50):
+        if (tmp_path / "pid").exists() and (tmp_path / "pid").read_text().strip():
+            break
+        time.sleep(0.05)
+    pid = int((tmp_path / "pid").read_text())
+    os.kill(pid, 0)  # still alive
+    os.kill(pid, signal.SIGTERM)
 
 
 def test_stop_pattern_never_matches_its_own_shell():
