@@ -91,5 +91,7 @@ WantedBy=timers.target
 EOF
 
 run systemctl daemon-reload
-run systemctl enable --now eva-jupyter.service eva-idle-shutdown.timer
+run systemctl enable eva-jupyter.service eva-idle-shutdown.timer
+# restart, not just start: picks up a changed port or unit on every boot.
+run systemctl restart eva-jupyter.service eva-idle-shutdown.timer
 log "Jupyter Lab on port $port as $user; idle shutdown after $minutes minutes"

@@ -22,7 +22,8 @@ Options:
   --max-load X     load average counted as busy (EVA_IDLE_MAX_LOAD, default 0.5)
 
 Inputs that tests and --dry-run may fix: EVA_IDLE_NOW (epoch seconds),
-EVA_IDLE_CONNECTIONS, EVA_IDLE_LOAD, EVA_IDLE_STATE_DIR (/var/lib/eva-idle).
+EVA_IDLE_UPTIME (seconds since boot), EVA_IDLE_CONNECTIONS, EVA_IDLE_LOAD,
+EVA_IDLE_STATE_DIR (/var/lib/eva-idle).
 EOF
   common_usage
 }
@@ -59,7 +60,14 @@ if [[ -n $busy || ! -f $stamp ]]; then
   exit 0
 fi
 
-idle=$((now - $(stat -c %Y "$stamp")))
+# Count idle time from the later of the last activity and this boot: after a
+# restart the stamp from before the shutdown is stale, and the first check
+# (5 minutes after boot) would otherwise power the VM straight off again.
+uptime_s=${EVA_IDLE_UPTIME:-$(cut -d. -f1 /proc/uptime)}
+last=$(stat -c %Y "$stamp")
+booted=$((now - uptime_s))
+((booted > last)) && last=$booted
+idle=$((now - last))
 if ((idle >= minutes * 60)); then
   log "idle for ${idle}s (limit $((minutes * 60))s): powering off"
   run systemctl poweroff

@@ -22,7 +22,7 @@ die() {
 # output stays readable and can be pasted into a terminal as-is.
 quote_word() {
   local w=$1
-  if [[ -n $w && $w =~ ^[A-Za-z0-9_./:=@,+%^-]+$ ]]; then
+  if [[ -n $w && $w =~ ^[A-Za-z0-9_./:=@,+%-]+$ ]]; then
     printf '%s' "$w"
   elif [[ $w =~ ^(--[a-z0-9-]+=)(.+)$ ]]; then
     # --flag='value with spaces' reads better than '--flag=value ...'

@@ -22,14 +22,14 @@ resource "google_project_iam_member" "eva" {
   for_each = toset(local.project_roles)
   project  = var.project_id
   role     = each.value
-  member   = google_service_account.eva.member
+  member   = "serviceAccount:${google_service_account.eva.email}"
 }
 
 resource "google_storage_bucket_iam_member" "eva" {
   for_each = toset(local.bucket_roles)
   bucket   = local.bucket
   role     = each.value
-  member   = google_service_account.eva.member
+  member   = "serviceAccount:${google_service_account.eva.email}"
 }
 
 # GKE pods using the Kubernetes service account of the JobSet templates act
@@ -56,5 +56,5 @@ resource "google_storage_bucket_iam_member" "tpu_default_sa" {
   for_each = local.tpu_enabled ? toset(local.bucket_roles) : toset([])
   bucket   = local.bucket
   role     = each.value
-  member   = data.google_compute_default_service_account.default[0].member
+  member   = "serviceAccount:${data.google_compute_default_service_account.default[0].email}"
 }

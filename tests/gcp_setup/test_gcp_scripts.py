@@ -7,6 +7,7 @@ and review the diff like any other code change."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -189,14 +190,15 @@ def test_bad_run_name_is_rejected():
     assert proc.returncode != 0 and "EVA_RUN_NAME must match" in proc.stderr
 
 
-@pytest.mark.parametrize("age_s,conns,load,expect", [
-    (None, "0", "0.0", "touch"),        # first check: start the clock
-    (600, "1", "0.0", "touch"),         # someone connected: still active
-    (600, "0", "2.5", "touch"),         # busy CPU: still active
-    (600, "0", "0.0", None),            # idle 10 of 30 minutes: nothing
-    (1800, "0", "0.0", "systemctl poweroff"),
+@pytest.mark.parametrize("age_s,conns,load,uptime,expect", [
+    (None, "0", "0.0", "99999", "touch"),        # first check: start the clock
+    (600, "1", "0.0", "99999", "touch"),         # someone connected: still active
+    (600, "0", "2.5", "99999", "touch"),         # busy CPU: still active
+    (600, "0", "0.0", "99999", None),            # idle 10 of 30 minutes: nothing
+    (1800, "0", "0.0", "99999", "systemctl poweroff"),
+    (7200, "0", "0.0", "300", None),             # stale stamp from before a restart 5 min ago
 ])
-def test_idle_check_decisions(tmp_path, age_s, conns, load, expect):
+def test_idle_check_decisions(tmp_path, age_s, conns, load, uptime, expect):
     now = 1_700_000_000
     stamp = tmp_path / "last-active"
     if age_s is not None:
@@ -204,7 +206,7 @@ def test_idle_check_decisions(tmp_path, age_s, conns, load, expect):
         os.utime(stamp, (now - age_s, now - age_s))
     proc = run_script("idle-check.sh", "--minutes", "30", env={
         "EVA_IDLE_NOW": str(now), "EVA_IDLE_CONNECTIONS": conns, "EVA_IDLE_LOAD": load,
-        "EVA_IDLE_STATE_DIR": str(tmp_path)})
+        "EVA_IDLE_UPTIME": uptime, "EVA_IDLE_STATE_DIR": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
     if expect is None:
         assert proc.stdout == ""
@@ -225,3 +227,28 @@ def test_dry_run_prints_commands_that_parse():
                 in_heredoc = True
                 continue
             shlex.split(line)
+
+
+# Scripts whose external commands all go through lib.sh's run(): executing
+# them against recording stubs must run exactly what --dry-run printed.
+REAL_MODE_CASES = [c for c in CASES if c[1] in {
+    "status.sh", "stop.sh", "logs.sh", "launch-tpu-train.sh", "tpu-bootstrap.sh",
+    "gke-install-jobset.sh", "teardown.sh"}] + [c for c in CASES if c[0] == "provision--v5p-128"]
+
+
+@pytest.mark.parametrize("case", REAL_MODE_CASES, ids=[c[0] for c in REAL_MODE_CASES])
+def test_dry_run_prints_exactly_what_runs(case, tmp_path):
+    golden_name, script, env, args, extra_env = case
+    log = tmp_path / "argv.jsonl"
+    for tool in ("gcloud", "kubectl", "terraform"):
+        stub = tmp_path / tool
+        stub.write_text("#!/usr/bin/env python3\nimport json, os, sys\n"
+                        "with open(os.environ['STUB_LOG'], 'a') as f:\n"
+                        "    f.write(json.dumps([os.path.basename(sys.argv[0])] + sys.argv[1:]) + '\\n')\n")
+        stub.chmod(0o755)
+    env_vars = {**extra_env, "PATH": f"{tmp_path}:{os.environ['PATH']}", "STUB_LOG": str(log)}
+    real = run_script(script, *args, env=env_vars, env_name=env, dry_run=False)
+    assert real.returncode == 0, real.stderr
+    ran = [json.loads(line) for line in log.read_text().splitlines()]
+    printed = [shlex.split(line) for line in (GOLDEN / f"{golden_name}.txt").read_text().splitlines()]
+    assert ran == printed
