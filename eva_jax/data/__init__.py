@@ -1,0 +1,1 @@
+"""Data: tokenizers, sources, Fill-in-the-Middle, packing and the grain pipeline."""
