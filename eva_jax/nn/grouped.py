@@ -3,8 +3,8 @@
 Two exact layouts behind one interface:
   * "ragged": rows sorted by expert, `jax.lax.ragged_dot` — the grouped GEMM of GPU/TPU backends.
   * "padded": each expert's rows padded to a multiple of a tile inside a static bound (M + E·(tile−1)),
-    then one batched einsum over tiles. On XLA:CPU ragged_dot is ~15× slower than this
-    (benchmarks/grouped_matmul.py).
+    then one batched einsum over tiles. On XLA:CPU ragged_dot is >10× slower than this
+    (benchmarks/grouped_matmul.py, figures in docs/performance.md).
 `plan` builds the layout from the router's choices; `gather_rows`, `grouped_matmul` and `combine` use it.
 """
 

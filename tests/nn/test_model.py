@@ -131,3 +131,17 @@ def test_v3_671b_parameter_counts_are_exact():
     assert counts["activated"] == 37_552_282_624
     assert round(counts["mtp"] / 1e9, 2) == 11.61
     assert round(counts["mtp_activated"] / 1e9, 2) == 2.54
+
+
+def test_program_size_does_not_grow_with_depth():
+    """The stacks are scanned: 3 and 12 layers lower to the same number of jaxpr equations."""
+    def size(layers):
+        cfg = eva_jax.load_config("v3_tiny", **{"model.num_layers": layers})
+        params = eva_jax.abstract_params(cfg)
+        import flax.linen as nn
+
+        jaxpr = jax.make_jaxpr(lambda p, t: Transformer(cfg.model).apply({"params": p}, t))(
+            nn.unbox(params), jnp.zeros((1, 4), jnp.int32))
+        return len(jaxpr.eqns)
+
+    assert size(3) == size(12)
