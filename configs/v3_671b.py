@@ -1,6 +1,6 @@
 """DeepSeek-V3 671B, exactly as published (reference §1.1)."""
 
-from eva_jax.config import Config, ModelConfig, YarnConfig
+from eva_jax.config import Config, ModelConfig, OptimConfig, TrainConfig, YarnConfig
 
 CONFIG = Config(
     name="v3_671b",
@@ -35,4 +35,8 @@ CONFIG = Config(
         initializer_range=0.006,
         dtype="bfloat16",
     ),
+    # DeepSeek's pre-training recipe (reference §8): 14.8T tokens of 4K sequences, batch 3072 -> 15360.
+    optim=OptimConfig(),
+    train=TrainConfig(steps=243_300, seq_len=4096, global_batch=15360, batch_start=3072, micro_batch=256,
+                      checkpoint_every=1000, eval_every=1000),
 )

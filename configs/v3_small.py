@@ -1,7 +1,7 @@
 """DeepSeek-V3's structure at ~80M parameters, trainable on a CPU: the benchmark shape
 (../shared/bench_shape.json) plus one MTP module."""
 
-from eva_jax.config import Config, ModelConfig
+from eva_jax.config import Config, ModelConfig, OptimConfig, TrainConfig
 
 CONFIG = Config(
     name="v3_small",
@@ -29,6 +29,10 @@ CONFIG = Config(
         max_position_embeddings=4096,
         rms_norm_eps=1e-6,
         rope_theta=10000.0,
-        dtype="float32",
+        dtype="bfloat16",
     ),
+    # DeepSeek's schedule shape at CPU scale: a larger peak rate and a visible warm-up for a short run.
+    optim=OptimConfig(lr_peak=1e-3, lr_decayed=1e-4, lr_final=3.3e-5, warmup_frac=0.03),
+    train=TrainConfig(steps=300, seq_len=256, global_batch=8, batch_start=4, micro_batch=4,
+                      checkpoint_every=25, eval_every=25, eval_batches=4),
 )

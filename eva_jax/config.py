@@ -162,9 +162,101 @@ def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
     return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
 
 
+def _fraction(name: str, value: float) -> None:
+    _require(0.0 <= value <= 1.0, f"{name}={value} must be a fraction of the run's tokens in [0, 1]")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where tokens come from and how documents become packed rows."""
+
+    # "stdlib" (the running interpreter's standard library), a directory, a glob of text/code files,
+    # a .jsonl file (with `text_field`) or a .parquet file.
+    source: str = "stdlib"
+    text_field: str = "text"
+    # "auto": DeepSeek-V3's tokenizer when the vocabulary fits it, else a BPE trained on the corpus;
+    # "deepseek_v3"; "bpe"; or the path of a saved tokenizer directory.
+    tokenizer: str = "auto"
+    fim_rate: float = 0.1  # Fill-in-the-Middle rate, PSM form (reference §8)
+    isolate_documents: bool = False  # DeepSeek pre-training packs without cross-document masking
+    heldout_fraction: float = 0.02  # share of files kept for held-out loss
+    seed: int = 0
+    bpe_train_bytes: int = 12_000_000  # corpus bytes used to train a BPE tokenizer
+
+    def __post_init__(self) -> None:
+        _fraction("data.fim_rate", self.fim_rate)
+        _require(0.0 < self.heldout_fraction < 1.0, f"data.heldout_fraction={self.heldout_fraction} must be in (0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW and DeepSeek's learning-rate shape (reference §8); phase ends are fractions of the run's tokens."""
+
+    lr_peak: float = 2.2e-4
+    lr_decayed: float = 2.2e-5  # end of the cosine decay, and the first constant tail
+    lr_final: float = 7.3e-6  # the last tail
+    warmup_frac: float = 0.0017  # 2K steps of DeepSeek's ramping batch ≈ 25B of 14.8T tokens
+    constant_until_frac: float = 0.6757  # 10T / 14.8T
+    decay_until_frac: float = 0.9662  # 14.3T / 14.8T
+    tail_until_frac: float = 0.98875  # +333B at 2.2e-5, then 167B at 7.3e-6
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    clip_norm: float = 1.0
+    moment_dtype: str = "float32"  # DeepSeek kept AdamW moments in bfloat16
+
+    def __post_init__(self) -> None:
+        fracs = (self.warmup_frac, self.constant_until_frac, self.decay_until_frac, self.tail_until_frac)
+        for name, value in zip(("warmup_frac", "constant_until_frac", "decay_until_frac", "tail_until_frac"), fracs):
+            _fraction(f"optim.{name}", value)
+        _require(list(fracs) == sorted(fracs), f"optim phase ends must not decrease, got {fracs}")
+        _require(self.moment_dtype in DTYPES, f"optim.moment_dtype={self.moment_dtype!r}: expected one of {DTYPES}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Run length, batch ramp, objective weights and their token schedules, checkpoints and evaluation."""
+
+    steps: int = 200  # optimizer steps
+    seq_len: int = 256
+    global_batch: int = 16  # sequences per optimizer step after the ramp
+    batch_start: int = 4  # sequences per step at the start of the ramp (DeepSeek: 3072 -> 15360)
+    batch_ramp_frac: float = 0.0317  # 469B / 14.8T tokens
+    micro_batch: int = 4  # sequences per accumulation step
+    mtp_lambda: float = 0.3
+    mtp_lambda_late: float = 0.1
+    mtp_switch_frac: float = 0.6757  # 10T / 14.8T
+    balance_alpha: float = 1e-4
+    bias_update: bool = True  # auxiliary-loss-free load balancing
+    bias_gamma: float = 0.001
+    bias_stop_frac: float = 0.9662  # γ = 0 for the last 500B of 14.8T tokens
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 3
+    eval_every: int = 50
+    eval_batches: int = 4
+    peak_flops: float = 0.0  # per device, for MFU; 0 = look up the device kind
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "seq_len", "global_batch", "batch_start", "micro_batch", "checkpoint_every",
+                     "keep_checkpoints", "eval_every"):
+            _require(getattr(self, name) > 0, f"train.{name}={getattr(self, name)} must be positive")
+        for name in ("global_batch", "batch_start"):
+            _require(getattr(self, name) % self.micro_batch == 0,
+                     f"train.{name}={getattr(self, name)} is not a multiple of train.micro_batch={self.micro_batch}")
+        _require(self.batch_start <= self.global_batch,
+                 f"train.batch_start={self.batch_start} exceeds train.global_batch={self.global_batch}")
+        for name in ("batch_ramp_frac", "mtp_switch_frac", "bias_stop_frac"):
+            _fraction(f"train.{name}", getattr(self, name))
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """The root configuration. Later subsystems (train, data, mesh) add their sections here."""
+    """The root configuration: the model and how to train it."""
 
     name: str
     model: ModelConfig
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()

@@ -1,0 +1,1 @@
+"""Pre-training: schedules, objective, optimizer, the jitted step, Orbax checkpoints and the loop."""

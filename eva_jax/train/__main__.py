@@ -1,0 +1,52 @@
+"""`python -m eva_jax.train [--config=NAME] [--set key=value ...] [--workdir=DIR] [--dry-run]`
+
+With no arguments trains v3_small on the Python standard library on this machine. Re-running the same command
+in the same workdir resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from eva_jax.describe import parse_sets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eva_jax.train", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--config", default="v3_small", help="a name from configs/ (default v3_small)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override")
+    parser.add_argument("--workdir", default=None, help="run directory (default workdirs/<config>)")
+    parser.add_argument("--dry-run", action="store_true", help="compile the train step abstractly and report memory")
+    args = parser.parse_args(argv)
+
+    import eva_jax
+    from eva_jax.config import ConfigError
+    from eva_jax.data.sources import DataError
+    from eva_jax.data.tokenizer import TokenizerError
+    from eva_jax.train import guard
+
+    try:
+        cfg = eva_jax.load_config(args.config, **parse_sets(args.set))
+        if args.dry_run:
+            from eva_jax.train.dry_run import dry_run
+
+            print(dry_run(cfg))
+            return 0
+        guard.ensure_fits(cfg)
+        from eva_jax.train.loop import run
+
+        result = run(cfg, args.workdir)
+    except (ConfigError, DataError, TokenizerError, guard.TooLarge) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    last = result.history[-1] if result.history else None
+    if last:
+        print(f"done: step {last['step']}, loss {last['loss']:.4f}; workdir {result.workdir}")
+    else:
+        print(f"nothing to do: {result.workdir} already holds all {cfg.train.steps} steps")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""DeepSeek-V3's objective: next-token CE + λ·mean MTP CE over depths + α·Σ_layers sequence balance loss."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from eva_jax.config import Config
+from eva_jax.nn.model import Transformer
+
+
+def cross_entropy(logits: Float[Array, "B T V"], targets: Int[Array, "B T"],
+                  mask: Float[Array, "B T"] | None = None) -> Float[Array, ""]:
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    if mask is None:
+        return nll.mean()
+    return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def _mtp_mask(batch: dict, depth: int) -> Float[Array, "B T"] | None:
+    """With document isolation, depth k must not predict across a document boundary."""
+    if "segment_ids" not in batch:
+        return None
+    return (batch["segment_ids"][:, :-depth] == batch["target_segment_ids"][:, depth:]).astype(jnp.float32)
+
+
+def _main_mask(batch: dict) -> Float[Array, "B T"] | None:
+    if "segment_ids" not in batch:
+        return None
+    return (batch["segment_ids"] == batch["target_segment_ids"]).astype(jnp.float32)
+
+
+def objective(params, batch: dict, mtp_lambda: Float[Array, ""], cfg: Config) -> tuple[Float[Array, ""], dict]:
+    """(total loss, aux) for one micro-batch; aux carries the parts and the per-layer expert counts."""
+    out = Transformer(cfg.model).apply({"params": params}, batch["inputs"], positions=batch.get("positions"),
+                                       segment_ids=batch.get("segment_ids"), with_mtp=True)
+    main = cross_entropy(out["logits"], batch["targets"], _main_mask(batch))
+    mtp_losses = [cross_entropy(logits, batch["targets"][:, k:], _mtp_mask(batch, k))
+                  for k, logits in enumerate(out["mtp_logits"], start=1)]
+    mtp = jnp.mean(jnp.stack(mtp_losses)) if mtp_losses else jnp.zeros(())
+    balance = jnp.zeros(())
+    if out["moe"]:
+        balance += out["moe"]["balance_loss"].sum()
+    for stats in out["mtp_moe"]:
+        balance += stats["balance_loss"]
+    total = main + mtp_lambda * mtp + cfg.train.balance_alpha * balance
+    counts = {"moe_layers": out["moe"].get("expert_counts")} if out["moe"] else {}
+    for k, stats in enumerate(out["mtp_moe"]):
+        counts[f"mtp_{k}"] = stats["expert_counts"]
+    return total, {"loss": main, "mtp_loss": mtp, "balance_loss": balance, "expert_counts": counts}
