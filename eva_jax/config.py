@@ -195,7 +195,7 @@ class OptimConfig:
     lr_peak: float = 2.2e-4
     lr_decayed: float = 2.2e-5  # end of the cosine decay, and the first constant tail
     lr_final: float = 7.3e-6  # the last tail
-    warmup_frac: float = 0.0017  # 2K steps of DeepSeek's ramping batch ≈ 25B of 14.8T tokens
+    warmup_frac: float = 0.00182  # 2K steps of DeepSeek's ramping batch ≈ 27B of 14.8T tokens
     constant_until_frac: float = 0.6757  # 10T / 14.8T
     decay_until_frac: float = 0.9662  # 14.3T / 14.8T
     tail_until_frac: float = 0.98875  # +333B at 2.2e-5, then 167B at 7.3e-6

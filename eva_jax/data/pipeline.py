@@ -72,10 +72,10 @@ def rows(cfg: Config, docs: Sequence[str], indices: list[int], tokenizer: Tokeni
 def model_inputs(batch: dict[str, np.ndarray], isolate: bool) -> dict[str, np.ndarray]:
     """Inputs and next-token targets from packed rows. Without isolation, rows are plain causal sequences
     (DeepSeek pre-training); with it, attention and positions follow the packed documents."""
-    tokens = batch["tokens"]
-    out = {"inputs": tokens[..., :-1], "targets": tokens[..., 1:]}
+    tokens, seg = batch["tokens"], batch["tokens_segment_ids"]
+    # Segment 0 is padding (only the last row of a finite data set has any): never a target.
+    out = {"inputs": tokens[..., :-1], "targets": tokens[..., 1:], "target_mask": seg[..., 1:] > 0}
     if isolate:
-        seg = batch["tokens_segment_ids"]
         out.update(segment_ids=seg[..., :-1], target_segment_ids=seg[..., 1:],
                    positions=batch["tokens_positions"][..., :-1])
     return out

@@ -19,25 +19,22 @@ def cross_entropy(logits: Float[Array, "B T V"], targets: Int[Array, "B T"],
     return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
-def _mtp_mask(batch: dict, depth: int) -> Float[Array, "B T"] | None:
-    """With document isolation, depth k must not predict across a document boundary."""
-    if "segment_ids" not in batch:
-        return None
-    return (batch["segment_ids"][:, :-depth] == batch["target_segment_ids"][:, depth:]).astype(jnp.float32)
-
-
-def _main_mask(batch: dict) -> Float[Array, "B T"] | None:
-    if "segment_ids" not in batch:
-        return None
-    return (batch["segment_ids"] == batch["target_segment_ids"]).astype(jnp.float32)
+def target_mask(batch: dict, depth: int = 0) -> Float[Array, "B T"]:
+    """Which predictions count: never padding; with document isolation, never across a document boundary
+    (depth k at position i predicts target i + k)."""
+    t = batch["targets"].shape[1]
+    mask = batch["target_mask"][:, depth:]
+    if "segment_ids" in batch:
+        mask = mask & (batch["segment_ids"][:, : t - depth] == batch["target_segment_ids"][:, depth:])
+    return mask.astype(jnp.float32)
 
 
 def objective(params, batch: dict, mtp_lambda: Float[Array, ""], cfg: Config) -> tuple[Float[Array, ""], dict]:
     """(total loss, aux) for one micro-batch; aux carries the parts and the per-layer expert counts."""
     out = Transformer(cfg.model).apply({"params": params}, batch["inputs"], positions=batch.get("positions"),
                                        segment_ids=batch.get("segment_ids"), with_mtp=True)
-    main = cross_entropy(out["logits"], batch["targets"], _main_mask(batch))
-    mtp_losses = [cross_entropy(logits, batch["targets"][:, k:], _mtp_mask(batch, k))
+    main = cross_entropy(out["logits"], batch["targets"], target_mask(batch))
+    mtp_losses = [cross_entropy(logits, batch["targets"][:, k:], target_mask(batch, k))
                   for k, logits in enumerate(out["mtp_logits"], start=1)]
     mtp = jnp.mean(jnp.stack(mtp_losses)) if mtp_losses else jnp.zeros(())
     balance = jnp.zeros(())

@@ -12,7 +12,7 @@ import optax
 
 from eva_jax.api import Params
 from eva_jax.config import Config
-from eva_jax.train.loss import cross_entropy, objective
+from eva_jax.train.loss import cross_entropy, objective, target_mask
 from eva_jax.nn.model import Transformer
 
 
@@ -74,7 +74,7 @@ def train_step(state: TrainState, batch: dict, mtp_lambda: jax.Array, gamma: jax
     params = optax.apply_updates(state.params, updates)
     params = update_router_bias(params, sums["expert_counts"], gamma)
     metrics = {name: sums[name] / n_micro for name in ("loss", "mtp_loss", "balance_loss")}
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     metrics["max_vio"] = {name: max_violation(load) for name, load in sums["expert_counts"].items()}
     return TrainState(state.step + 1, params, opt_state), metrics
 
@@ -88,4 +88,4 @@ def heldout_loss(params: Params, batch: dict, cfg: Config) -> jax.Array:
     """Main next-token loss of one held-out micro-batch."""
     out = Transformer(cfg.model).apply({"params": params}, batch["inputs"], positions=batch.get("positions"),
                                        segment_ids=batch.get("segment_ids"), with_mtp=False)
-    return cross_entropy(out["logits"], batch["targets"])
+    return cross_entropy(out["logits"], batch["targets"], target_mask(batch))

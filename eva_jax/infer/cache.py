@@ -1,0 +1,133 @@
+"""The paged latent cache (reference §2.4): per token and layer only the normalised KV latent c_n (C values)
+and the rotated shared rope key k_r (R values) are kept, in the compute dtype.
+
+Device side, one array holds every layer's pages: [layers, pages, page_size, C + R]. Layers are the main
+model's L layers followed by the D MTP blocks (each MTP block attends over its own history when drafting).
+Page 0 is a trash page: padding tokens write there and unused page-table entries point there, so every
+write and gather has a fixed shape; reads of it are always masked out.
+
+Host side, `PagePool` hands out page ids and takes them back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from eva_jax.config import ModelConfig
+
+TRASH_PAGE = 0
+
+
+def cache_layers(cfg: ModelConfig) -> int:
+    return cfg.num_layers + cfg.num_mtp_layers
+
+
+def latent_width(cfg: ModelConfig) -> int:
+    return cfg.kv_lora_rank + cfg.qk_rope_head_dim
+
+
+def init_pool(cfg: ModelConfig, num_pages: int, page_size: int) -> Float[Array, "L P S CR"]:
+    """Zeroed pages for `num_pages` usable pages plus the trash page."""
+    shape = (cache_layers(cfg), num_pages + 1, page_size, latent_width(cfg))
+    return jnp.zeros(shape, jnp.dtype(cfg.dtype))
+
+
+def write(pool: Float[Array, "L P S CR"], layer: Int[Array, ""], entries: Float[Array, "B T CR"],
+          positions: Int[Array, "B T"], valid: Bool[Array, "B T"], page_table: Int[Array, "B P"]) -> Array:
+    """Stores each valid token's entry at its position's page and offset; invalid ones go to the trash page."""
+    page_size = pool.shape[2]
+    safe = jnp.clip(positions, 0, page_table.shape[1] * page_size - 1)
+    page = jnp.take_along_axis(page_table, safe // page_size, axis=1)
+    page = jnp.where(valid, page, TRASH_PAGE)
+    return pool.at[layer, page, safe % page_size].set(entries.astype(pool.dtype))
+
+
+def read(pool: Float[Array, "L P S CR"], layer: Int[Array, ""], page_table: Int[Array, "B P"]) -> Float[Array, "B S CR"]:
+    """Every entry of the sequence's pages, in position order (S = pages·page_size)."""
+    pages = pool[layer, page_table]  # gathers whole pages: contiguous blocks, not single rows
+    b, p, s, w = pages.shape
+    return pages.reshape(b, p * s, w)
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheAccounting:
+    """Bytes per token per layer of the latent cache next to what full multi-head K/V would take."""
+
+    latent_bytes: int
+    mha_bytes: int
+    layers: int
+
+    @property
+    def ratio(self) -> float:
+        return self.mha_bytes / self.latent_bytes
+
+    def lines(self) -> list[str]:
+        return [f"latent cache: {self.latent_bytes:,} B per token per layer "
+                f"({self.latent_bytes * self.layers:,} B per token over {self.layers} layers)",
+                f"full multi-head K/V: {self.mha_bytes:,} B per token per layer ({self.ratio:.1f}× larger)"]
+
+
+def accounting(cfg: ModelConfig, dtype: str = "bfloat16") -> CacheAccounting:
+    """2·(kv_lora_rank + qk_rope_head_dim) bytes in bf16 (1,152 B for V3); MHA caches K (N+R) and V per head."""
+    size = jnp.dtype(dtype).itemsize
+    latent = size * latent_width(cfg)
+    mha = size * cfg.num_heads * (cfg.qk_head_dim + cfg.v_head_dim)
+    return CacheAccounting(latent, mha, cfg.num_layers)
+
+
+def pages_for(tokens: int, page_size: int) -> int:
+    return -(-tokens // page_size)
+
+
+class PoolExhausted(RuntimeError):
+    pass
+
+
+class PagePool:
+    """Host-side allocator of page ids 1..num_pages (0 is the trash page)."""
+
+    def __init__(self, num_pages: int) -> None:
+        if num_pages < 1:
+            raise ValueError(f"the page pool needs at least one page, got num_pages={num_pages}")
+        self.num_pages = num_pages
+        self._free = list(range(num_pages, 0, -1))  # pop() hands out low ids first
+        self._taken: set[int] = set()
+
+    @property
+    def free(self) -> int:
+        return len(self._free)
+
+    def allocate(self, n: int) -> list[int]:
+        if n > len(self._free):
+            raise PoolExhausted(f"{n} pages requested, {len(self._free)} free")
+        pages = [self._free.pop() for _ in range(n)]
+        self._taken.update(pages)
+        return pages
+
+    def release(self, pages: list[int]) -> None:
+        if not set(pages) <= self._taken or len(set(pages)) != len(pages):
+            raise ValueError(f"pages {pages} are not all held (returned twice, or never handed out)")
+        self._taken.difference_update(pages)
+        self._free.extend(reversed(pages))
+
+
+def page_table(rows: list[list[int]], width: int) -> np.ndarray:
+    """[len(rows), width] int32, each row's pages then the trash page."""
+    table = np.full((len(rows), width), TRASH_PAGE, np.int32)
+    for i, pages in enumerate(rows):
+        table[i, : min(width, len(pages))] = pages[:width]
+    return table
+
+
+def pool_bytes(cfg: ModelConfig, num_pages: int, page_size: int) -> int:
+    return cache_layers(cfg) * (num_pages + 1) * page_size * latent_width(cfg) * jnp.dtype(cfg.dtype).itemsize
+
+
+def device_bytes_per_token(cfg: ModelConfig) -> int:
+    """What one cached token costs in this config's compute dtype over every cache layer (main + MTP)."""
+    return cache_layers(cfg) * latent_width(cfg) * jnp.dtype(cfg.dtype).itemsize
+

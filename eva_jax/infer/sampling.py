@@ -1,0 +1,105 @@
+"""Token selection: greedy, temperature, top-k, top-p, each row with its own settings and seed.
+
+Randomness is a pure function of (seed, stream, position, purpose), never of the batch a request shares, so a
+request gives the same tokens alone or among others. Draws use the Gumbel-max trick, which is exact
+categorical sampling (DeepSeek's generate.py does the same with exponential noise, reference §6.4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+# What a random draw is for; separate streams so speculative decoding never reuses a draw.
+SAMPLE, DRAFT, ACCEPT, RESIDUAL = 0, 1, 2, 3
+MAX_TEMPERATURE = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """temperature 0 is greedy; top_k 0 keeps every token; top_p 1 keeps every token."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.temperature <= MAX_TEMPERATURE:
+            raise ValueError(f"temperature={self.temperature} must lie in [0, {MAX_TEMPERATURE}]")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p={self.top_p} must lie in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k} must be >= 0 (0 keeps every token)")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class RowSampling:
+    """Per-row settings on device: temperature [B] (0 = greedy), top_k [B], top_p [B], seed [B], stream [B]."""
+
+    temperature: Float[Array, " B"]
+    top_k: Int[Array, " B"]
+    top_p: Float[Array, " B"]
+    seed: Int[Array, " B"]
+    stream: Int[Array, " B"]
+
+
+def filtered_logits(logits: Float[Array, "B V"], s: RowSampling) -> Float[Array, "B V"]:
+    """logits / temperature with tokens outside the top-k and the top-p nucleus set to -inf."""
+    vocab = logits.shape[-1]
+    z = logits.astype(jnp.float32) / jnp.where(s.temperature > 0, s.temperature, 1.0)[:, None]
+    desc = -jnp.sort(-z, axis=-1)
+    kth = jnp.take_along_axis(desc, jnp.clip(s.top_k - 1, 0, vocab - 1)[:, None], axis=-1)
+    kth = jnp.where(s.top_k[:, None] > 0, kth, -jnp.inf)
+    desc = jnp.where(desc >= kth, desc, -jnp.inf)
+    probs = jax.nn.softmax(desc, axis=-1)
+    # A token stays when the mass strictly before it is below top_p, so the most likely one always stays.
+    before = jnp.cumsum(probs, axis=-1) - probs
+    kept = jnp.maximum(jnp.sum(before < s.top_p[:, None], axis=-1), 1)
+    cutoff = jnp.take_along_axis(desc, (kept - 1)[:, None], axis=-1)
+    return jnp.where((z >= kth) & (z >= cutoff), z, -jnp.inf)
+
+
+def distribution(logits: Float[Array, "B V"], s: RowSampling) -> Float[Array, "B V"]:
+    """The distribution a row samples from: one-hot on the argmax for greedy rows."""
+    greedy = jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=jnp.float32)
+    sampled = jax.nn.softmax(filtered_logits(logits, s), axis=-1)
+    return jnp.where((s.temperature > 0)[:, None], sampled, greedy)
+
+
+def row_keys(s: RowSampling, positions: Int[Array, " B"], purpose: int) -> Array:
+    def key(seed, stream, position):
+        k = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), stream), position)
+        return jax.random.fold_in(k, purpose)
+
+    return jax.vmap(key)(s.seed, s.stream, positions)
+
+
+def draw(probs: Float[Array, "B V"], keys: Array) -> Int[Array, " B"]:
+    """One token per row from `probs` (rows may be one-hot); zero-probability tokens are never drawn."""
+    gumbel = jax.vmap(lambda k: jax.random.gumbel(k, probs.shape[-1:], jnp.float32))(keys)
+    return jnp.argmax(jnp.where(probs > 0, jnp.log(probs) + gumbel, -jnp.inf), axis=-1).astype(jnp.int32)
+
+
+def uniform(keys: Array) -> Float[Array, " B"]:
+    return jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys)
+
+
+def sample(logits: Float[Array, "B V"], s: RowSampling, positions: Int[Array, " B"]) -> Int[Array, " B"]:
+    """The token at `positions` for each row. The sort and the draws run only when some row samples (a
+    runtime branch, so greedy and sampling batches share one compiled step)."""
+    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    def drawn(_):
+        tokens = draw(jax.nn.softmax(filtered_logits(logits, s), axis=-1), row_keys(s, positions, SAMPLE))
+        return jnp.where(s.temperature > 0, tokens, greedy)
+
+    return jax.lax.cond(jnp.any(s.temperature > 0), drawn, lambda _: greedy, None)

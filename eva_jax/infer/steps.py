@@ -1,0 +1,78 @@
+"""The three compiled device steps of the engine: prefill, decode, speculative verify.
+
+Each is jitted once per shape bucket (rows, prompt length or page-table width) and reused.
+The cache pool and the per-slot draft state are donated, so XLA updates them in place.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Int
+
+from eva_jax.config import ModelConfig
+from eva_jax.infer import decode, sampling, speculative
+from eva_jax.infer.decode import Rows
+from eva_jax.infer.speculative import DraftState
+
+Params = dict[str, Any]
+
+
+def empty_draft_state(cfg: ModelConfig, rows: int) -> DraftState:
+    d, dt = cfg.num_mtp_layers, jnp.dtype(cfg.dtype)
+    return DraftState(jnp.zeros((rows, d), jnp.int32), jnp.zeros((rows, d, cfg.vocab_size), jnp.float32),
+                      jnp.zeros((rows, d, cfg.hidden_size), dt), jnp.zeros((rows, d + 1), jnp.int32))
+
+
+def _scatter(state: DraftState, slots: Int[Array, " B"], rows: DraftState) -> DraftState:
+    return jax.tree.map(lambda s, r: s.at[slots].set(r.astype(s.dtype)), state, rows)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "speculate"), donate_argnames=("pool", "state"))
+def prefill(cfg: ModelConfig, params: Params, pool: Array, state: DraftState | None, tokens: Int[Array, "B T"],
+            lengths: Int[Array, " B"], page_table: Int[Array, "B P"], samp: sampling.RowSampling,
+            slots: Int[Array, " B"], speculate: bool) -> tuple[Array, DraftState | None, Array]:
+    """Right-padded prompts (positions 0..len-1) into the cache; returns the first new token of each row."""
+    b, t = tokens.shape
+    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    rows = Rows(positions, positions < lengths[:, None], page_table)
+    h, pool = decode.forward(cfg, params, pool, tokens, rows, prefill=True)
+    last = jnp.take_along_axis(h, (lengths - 1)[:, None, None], axis=1)[:, 0]
+    first = sampling.sample(decode.head(cfg, params, last), samp, lengths)
+    if speculate:
+        rows_state, pool = speculative.after_prefill(cfg, params, pool, h, tokens, lengths, first, page_table, samp)
+        state = _scatter(state, slots, rows_state)
+    return pool, state, first
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("pool",))
+def decode_step(cfg: ModelConfig, params: Params, pool: Array, tokens: Int[Array, " B"], positions: Int[Array, " B"],
+                page_table: Int[Array, "B P"], samp: sampling.RowSampling) -> tuple[Array, Array]:
+    """Each row's newest token (at `positions`) through the model with the cache; returns the next tokens."""
+    rows = Rows(positions[:, None], jnp.ones((positions.shape[0], 1), bool), page_table)
+    h, pool = decode.forward(cfg, params, pool, tokens[:, None], rows, prefill=False)
+    return pool, sampling.sample(decode.head(cfg, params, h[:, 0]), samp, positions + 1)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("pool", "state"))
+def verify_step(cfg: ModelConfig, params: Params, pool: Array, state: DraftState, slots: Int[Array, " B"],
+                n: Int[Array, " B"], page_table: Int[Array, "B P"], samp: sampling.RowSampling
+                ) -> tuple[Array, DraftState, Array, Array]:
+    """One speculative step for the rows at `slots`: (pool, state, tokens [B, D+1], accepted [B])."""
+    rows_state = jax.tree.map(lambda s: s[slots], state)
+    tokens, accepted, rows_state, pool = speculative.verify_step(cfg, params, pool, rows_state, n, page_table, samp)
+    return pool, _scatter(state, slots, rows_state), tokens, accepted
+
+
+def prepare_params(cfg: ModelConfig, params: Params) -> Params:
+    """Matmul weights cast to the compute dtype once, instead of on every step; the router stays fp32."""
+    dt = jnp.dtype(cfg.dtype)
+
+    def cast(path, x):
+        name = getattr(path[-1], "key", "")
+        return x if name in ("router", "router_bias") else jnp.asarray(x).astype(dt)
+
+    return jax.tree_util.tree_map_with_path(cast, params)
