@@ -87,6 +87,7 @@ def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
     if start:
         state, data_state, _ = checkpoints.restore(start, state)
         iterator.set_state(data_state)
+        print(f"resuming {workdir} from step {start}", flush=True)
     step_fn = make_train_step(cfg, tx)
     eval_batches = _heldout_batches(heldout, cfg.train.eval_batches, isolate)
     log = MetricsLog(workdir, start, cfg.train.steps)
