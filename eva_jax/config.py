@@ -16,7 +16,9 @@ SCORING_FUNCS = ("sigmoid", "softmax")
 TOPK_METHODS = ("noaux_tc", "group_limited_greedy", "greedy")
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
-MOE_IMPLS = ("auto", "ragged", "padded", "dense")
+MOE_IMPLS = ("auto", "ragged", "padded")
+ATTENTION_IMPLS = ("xla", "pallas", "auto")
+MATMULS = ("bf16", "fp8")
 
 
 class ConfigError(ValueError):
@@ -91,6 +93,11 @@ class ModelConfig:
     param_dtype: str = "float32"
     remat_policy: str = "full"
     moe_impl: str = "auto"  # auto: ragged_dot on GPU/TPU, padded tiles on CPU
+    # "pallas": the flash MLA kernel (GPU/TPU, or interpret mode); "auto": the kernel where it compiles.
+    attention_impl: str = "xla"
+    # "fp8": dense projections through the block-scaled FP8 kernel (its jnp reference where no kernel runs).
+    matmul: str = "bf16"
+    kernel_interpret: bool = False  # run Pallas kernels in interpret mode (CPU tests)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "kv_lora_rank", "qk_nope_head_dim",
@@ -112,6 +119,9 @@ class ModelConfig:
         _require(self.param_dtype in DTYPES, f"model.param_dtype={self.param_dtype!r}: expected one of {DTYPES}")
         _require(self.remat_policy in REMAT_POLICIES, f"model.remat_policy={self.remat_policy!r}: expected one of {REMAT_POLICIES}")
         _require(self.moe_impl in MOE_IMPLS, f"model.moe_impl={self.moe_impl!r}: expected one of {MOE_IMPLS}")
+        _require(self.attention_impl in ATTENTION_IMPLS,
+                 f"model.attention_impl={self.attention_impl!r}: expected one of {ATTENTION_IMPLS}")
+        _require(self.matmul in MATMULS, f"model.matmul={self.matmul!r}: expected one of {MATMULS}")
         _require(self.rms_norm_eps > 0, f"model.rms_norm_eps={self.rms_norm_eps} must be positive")
         _require(self.rope_theta > 1, f"model.rope_theta={self.rope_theta} must be > 1")
 

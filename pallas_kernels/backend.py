@@ -16,7 +16,7 @@ Kind = Literal["attention", "fp8_matmul"]
 Flavour = Literal["triton", "mosaic"]
 
 # What the user-facing switch is called, for error messages.
-_SWITCH = {"attention": "attention_impl", "fp8_matmul": "matmul_impl"}
+_SWITCH = {"attention": "model.attention_impl", "fp8_matmul": "model.matmul"}
 REFERENCE_NAMES = ("xla", "reference")
 
 

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from eva_jax.config import ModelConfig
+
 
 def attention_mask(t: int, s: int, segment_ids_q: Int[Array, "B T"] | None = None,
                    segment_ids_k: Int[Array, "B S"] | None = None, q_offset: int = 0) -> Bool[Array, "B T S"]:
@@ -28,3 +30,21 @@ def mla_attention(q_nope: Float[Array, "B T H N"], q_rope: Float[Array, "B T H R
     scores = jnp.where(mask[:, None], scores * scale, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     return jnp.einsum("BHTS,BSHV->BTHV", probs, v)
+
+
+def causal_attention(cfg: ModelConfig, q_nope: Float[Array, "B T H N"], q_rope: Float[Array, "B T H R"],
+                     k_nope: Float[Array, "B T H N"], k_rope: Float[Array, "B T R"], v: Float[Array, "B T H V"],
+                     segment_ids: Int[Array, "B T"] | None) -> Float[Array, "B T H V"]:
+    """Self-attention over one (packed) sequence: the Pallas flash kernel or the XLA form, per
+    model.attention_impl."""
+    from pallas_kernels.backend import resolve
+
+    choice = resolve("attention", cfg.attention_impl, interpret=cfg.kernel_interpret)
+    if choice.use_pallas:
+        from pallas_kernels.latent_attention import flash_mla
+
+        return flash_mla(q_nope, q_rope, k_nope, k_rope, v, segment_ids, cfg.softmax_scale,
+                         interpret=choice.interpret, flavour=choice.flavour)
+    t = q_nope.shape[1]
+    return mla_attention(q_nope, q_rope, k_nope, k_rope, v, attention_mask(t, t, segment_ids, segment_ids),
+                         cfg.softmax_scale)

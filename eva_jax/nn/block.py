@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Float, Int
 
 from eva_jax.config import ModelConfig
 from eva_jax.nn.mla import MLA
@@ -27,10 +27,10 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, h: Float[Array, "B T D"], cos: Float[Array, "B T R2"], sin: Float[Array, "B T R2"],
-                 mask: Bool[Array, "B T T"]) -> tuple[Float[Array, "B T D"], dict[str, Array]]:
+                 segment_ids: Int[Array, "B T"] | None) -> tuple[Float[Array, "B T D"], dict[str, Array]]:
         cfg = self.cfg
         with jax.named_scope("attention"):
-            x = h + MLA(cfg, name="attn")(RMSNorm(cfg.rms_norm_eps, cfg.param_dtype, name="attn_norm")(h), cos, sin, mask)
+            x = h + MLA(cfg, name="attn")(RMSNorm(cfg.rms_norm_eps, cfg.param_dtype, name="attn_norm")(h), cos, sin, segment_ids)
         normed = RMSNorm(cfg.rms_norm_eps, cfg.param_dtype, name="ffn_norm")(x)
         if self.moe:
             with jax.named_scope("moe"):

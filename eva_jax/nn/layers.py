@@ -35,3 +35,17 @@ def kernel(module: nn.Module, cfg: ModelConfig, name: str, shape: Sequence[int],
     """A matmul weight, stored in param_dtype and returned in the compute dtype."""
     value = param(module, name, shape, axes, kernel_init(cfg), jnp.dtype(cfg.param_dtype))
     return value.astype(compute_dtype(cfg))
+
+
+def linear(x: jax.Array, w: jax.Array, cfg: ModelConfig) -> jax.Array:
+    """x @ w for a 2-D kernel [in, out]; through the FP8 block-scaled kernel when model.matmul == "fp8"."""
+    if cfg.matmul != "fp8":
+        return x @ w
+    from pallas_kernels.backend import resolve
+    from pallas_kernels.fp8_matmul import fp8_matmul
+    from pallas_kernels.fp8_matmul_ref import fp8_matmul_ref
+
+    choice = resolve("fp8_matmul", "auto", interpret=cfg.kernel_interpret)
+    if choice.use_pallas:
+        return fp8_matmul(x, w, interpret=choice.interpret, flavour=choice.flavour)
+    return fp8_matmul_ref(x, w)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Float, Int
 
 from eva_jax.config import ModelConfig
-from eva_jax.nn.attention import mla_attention
-from eva_jax.nn.layers import kernel
+from eva_jax.nn.attention import causal_attention
+from eva_jax.nn.layers import kernel, linear
 from eva_jax.nn.norms import RMSNorm
 from eva_jax.nn.rope import apply_rope
 
@@ -25,24 +25,24 @@ class MLA(nn.Module):
         heads = (cfg.num_heads, cfg.qk_head_dim)
         if cfg.q_lora_rank is None:
             w_q = kernel(self, cfg, "wq", (cfg.hidden_size, *heads), ("embed", "heads", "qk_head"))
-            return jnp.einsum("BTD,DHK->BTHK", x, w_q)
+            return linear(x, w_q.reshape(cfg.hidden_size, -1), cfg).reshape(*x.shape[:-1], *heads)
         w_dq = kernel(self, cfg, "wq_a", (cfg.hidden_size, cfg.q_lora_rank), ("embed", "q_lora"))
-        c_q = RMSNorm(LATENT_NORM_EPS, cfg.param_dtype, "q_lora", name="q_norm")(x @ w_dq)
+        c_q = RMSNorm(LATENT_NORM_EPS, cfg.param_dtype, "q_lora", name="q_norm")(linear(x, w_dq, cfg))
         w_uq = kernel(self, cfg, "wq_b", (cfg.q_lora_rank, *heads), ("q_lora", "heads", "qk_head"))
-        return jnp.einsum("BTQ,QHK->BTHK", c_q, w_uq)
+        return linear(c_q, w_uq.reshape(cfg.q_lora_rank, -1), cfg).reshape(*x.shape[:-1], *heads)
 
     def latent(self, x: Float[Array, "B T D"]) -> tuple[Float[Array, "B T C"], Float[Array, "B T R"]]:
         """The normalised KV latent c_n and the un-rotated shared rope key: what a decode cache keeps."""
         cfg = self.cfg
         w_dkv = kernel(self, cfg, "wkv_a", (cfg.hidden_size, cfg.kv_lora_rank + cfg.qk_rope_head_dim),
                        ("embed", "kv_lora_rope"))
-        z = x @ w_dkv
+        z = linear(x, w_dkv, cfg)
         c_kv, k_rope = z[..., :cfg.kv_lora_rank], z[..., cfg.kv_lora_rank:]
         return RMSNorm(LATENT_NORM_EPS, cfg.param_dtype, "kv_lora", name="kv_norm")(c_kv), k_rope
 
     @nn.compact
     def __call__(self, x: Float[Array, "B T D"], cos: Float[Array, "B T R2"], sin: Float[Array, "B T R2"],
-                 mask: Bool[Array, "B T T"]) -> Float[Array, "B T D"]:
+                 segment_ids: Int[Array, "B T"] | None) -> Float[Array, "B T D"]:
         cfg = self.cfg
         n = cfg.qk_nope_head_dim
         with jax.named_scope("mla_projections"):
@@ -56,6 +56,6 @@ class MLA(nn.Module):
         q_rope = apply_rope(q_rope, cos[:, :, None, :], sin[:, :, None, :], cfg.rope_interleave)
         k_rope = apply_rope(k_rope, cos, sin, cfg.rope_interleave)
         with jax.named_scope("mla_core"):
-            out_BTHV = mla_attention(q_nope, q_rope, k_nope, k_rope, v, mask, cfg.softmax_scale)
+            out_BTHV = causal_attention(cfg, q_nope, q_rope, k_nope, k_rope, v, segment_ids)
         w_o = kernel(self, cfg, "wo", (cfg.num_heads, cfg.v_head_dim, cfg.hidden_size), ("heads", "v_head", "embed"))
-        return jnp.einsum("BTHV,HVD->BTD", out_BTHV, w_o)
+        return linear(out_BTHV.reshape(*out_BTHV.shape[:2], -1), w_o.reshape(-1, cfg.hidden_size), cfg)

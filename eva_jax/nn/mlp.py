@@ -7,7 +7,7 @@ import jax
 from jaxtyping import Array, Float
 
 from eva_jax.config import ModelConfig
-from eva_jax.nn.layers import kernel
+from eva_jax.nn.layers import kernel, linear
 
 
 def swiglu(x: Float[Array, "... D"], w_gate: Float[Array, "D F"], w_up: Float[Array, "D F"],
@@ -26,4 +26,6 @@ class MLP(nn.Module):
         w_gate = kernel(self, cfg, "gate", (d, f), ("embed", self.axis))
         w_up = kernel(self, cfg, "up", (d, f), ("embed", self.axis))
         w_down = kernel(self, cfg, "down", (f, d), (self.axis, "embed"))
+        if cfg.matmul == "fp8":
+            return linear(jax.nn.silu(linear(x, w_gate, cfg)) * linear(x, w_up, cfg), w_down, cfg)
         return swiglu(x, w_gate, w_up, w_down)

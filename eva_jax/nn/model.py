@@ -9,7 +9,6 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from eva_jax.config import ModelConfig
-from eva_jax.nn.attention import attention_mask
 from eva_jax.nn.block import layer_stack
 from eva_jax.nn.layers import compute_dtype, kernel_init, param
 from eva_jax.nn.mtp import MTPModule
@@ -46,15 +45,14 @@ class Transformer(nn.Module):
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
         cos, sin = rope_tables(self.cfg, positions)
-        mask = attention_mask(t, t, segment_ids, segment_ids)
         # `perturb` is the identity unless the "perturbations" collection is requested: it exposes gradients
         # with respect to the embedded inputs (used by the causality tests and saliency tools).
         h = self.perturb("embed_main", self.embed(tokens))
         if self.cfg.num_dense_layers:
-            h, _ = self.dense_layers(h, cos, sin, mask)
+            h, _ = self.dense_layers(h, cos, sin, segment_ids)
         moe_stats = {}
         if self.cfg.num_moe_layers:
-            h, moe_stats = self.moe_layers(h, cos, sin, mask)
+            h, moe_stats = self.moe_layers(h, cos, sin, segment_ids)
         h = self.final_norm(h)
         out = {"logits": self.head(h), "hidden": h, "moe": moe_stats, "mtp_logits": [], "mtp_moe": []}
         if with_mtp:
@@ -62,7 +60,8 @@ class Transformer(nn.Module):
                 with jax.named_scope(f"mtp_{k}"):
                     # Depth k at position i sees h^{k-1}_i and token i+k, and predicts token i+k+1.
                     emb = self.perturb(f"embed_mtp_{k}", self.embed(tokens[:, k:]))
-                    h, stats = module(h[:, : t - k], emb, cos[:, k:], sin[:, k:], mask[:, k:, k:])
+                    seg = None if segment_ids is None else segment_ids[:, k:]
+                    h, stats = module(h[:, : t - k], emb, cos[:, k:], sin[:, k:], seg)
                 out["mtp_logits"].append(self.head(h))
                 out["mtp_moe"].append(stats)
         return out

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Float, Int
 
 from eva_jax.config import ModelConfig
 from eva_jax.nn.block import Block
-from eva_jax.nn.layers import kernel
+from eva_jax.nn.layers import kernel, linear
 from eva_jax.nn.norms import RMSNorm
 
 
@@ -18,11 +18,11 @@ class MTPModule(nn.Module):
 
     @nn.compact
     def __call__(self, h_prev: Float[Array, "B T D"], emb: Float[Array, "B T D"], cos: Float[Array, "B T R2"],
-                 sin: Float[Array, "B T R2"], mask: Bool[Array, "B T T"]) -> tuple[Float[Array, "B T D"], dict]:
+                 sin: Float[Array, "B T R2"], segment_ids: Int[Array, "B T"] | None) -> tuple[Float[Array, "B T D"], dict]:
         cfg = self.cfg
         eps, pdt = cfg.rms_norm_eps, cfg.param_dtype
         # Embedding first: the order the released weights expect (reference §5).
         joined = jnp.concatenate([RMSNorm(eps, pdt, name="enorm")(emb), RMSNorm(eps, pdt, name="hnorm")(h_prev)], -1)
         w_eh = kernel(self, cfg, "eh_proj", (2 * cfg.hidden_size, cfg.hidden_size), ("mtp_concat", "embed"))
-        x, stats = Block(cfg, moe=True, name="block")(joined @ w_eh, cos, sin, mask)
+        x, stats = Block(cfg, moe=True, name="block")(linear(joined, w_eh, cfg), cos, sin, segment_ids)
         return RMSNorm(eps, pdt, name="norm")(x), stats
