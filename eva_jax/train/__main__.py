@@ -20,6 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="compile the train step abstractly and report memory")
     args = parser.parse_args(argv)
 
+    import os
+
+    import jax
+
+    # Re-running a command (resume, a second run of the same shape) reuses compiled programs.
+    jax.config.update("jax_compilation_cache_dir",
+                      os.environ.get("JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/eva_jax/xla")))
+
     import eva_jax
     from eva_jax.config import ConfigError
     from eva_jax.data.sources import DataError
