@@ -19,8 +19,8 @@ def log_softmax_nll(logits, targets):
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = eva_jax.load_config("v3_tiny", **{"model.num_mtp_layers": 2, "train.steps": 5, "train.micro_batch": 2,
-                                            "train.batch_start": 2, "train.global_batch": 4})
+    cfg = eva_jax.load_config("v3_tiny", **{"model.num_mtp_layers": 2, "model.num_layers": 2, "train.steps": 5,
+                                            "train.micro_batch": 2, "train.batch_start": 2, "train.global_batch": 4})
     params = eva_jax.init_params(cfg, seed=4)
     tokens = np.random.default_rng(0).integers(0, 256, (2, 12))
     batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "target_mask": np.ones((2, 11), bool)}
@@ -37,9 +37,9 @@ def test_loss_parts_equal_hand_computation(setup):
     assert float(aux["mtp_loss"]) == pytest.approx(np.mean(mtp), rel=1e-5)
     expected = main + lam * np.mean(mtp) + cfg.train.balance_alpha * float(aux["balance_loss"])
     assert float(total) == pytest.approx(expected, rel=1e-5)
-    # Two MoE layers and two MTP blocks, each contributing Σ f·P ≈ 1 for a near-uniform router.
-    assert 3.0 < float(aux["balance_loss"]) < 6.0
-    assert int(aux["expert_counts"]["moe_layers"].sum()) == 2 * 2 * 11 * cfg.model.num_experts_per_tok
+    # One MoE layer and two MTP blocks, each contributing Σ f·P ≈ 1 for a near-uniform router.
+    assert 2.0 < float(aux["balance_loss"]) < 4.5
+    assert int(aux["expert_counts"]["moe_layers"].sum()) == 1 * 2 * 11 * cfg.model.num_experts_per_tok
 
 
 def test_accumulated_step_equals_one_big_batch_and_learns(setup):
