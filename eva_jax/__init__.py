@@ -7,14 +7,16 @@
     eva_jax.to_hf(cfg, params, "out_dir")
     logits = eva_jax.logits(cfg, params, tokens)
     mtp = eva_jax.mtp_logits(cfg, params, tokens)
+    new_tokens = eva_jax.generate(cfg, params, prompts, max_new_tokens, temperature=0.0, speculative=False)
 """
 
 from eva_jax.api import abstract_params, init_params, load_config, logits, mtp_logits, param_logical_axes
 from eva_jax.checkpoints.hf import from_hf, to_hf
 from eva_jax.config import Config, ConfigError, ModelConfig, YarnConfig
 from eva_jax.counts import param_counts
+from eva_jax.infer.api import generate
 
 __all__ = [
-    "Config", "ConfigError", "ModelConfig", "YarnConfig", "abstract_params", "from_hf", "init_params",
+    "Config", "ConfigError", "ModelConfig", "YarnConfig", "abstract_params", "from_hf", "generate", "init_params",
     "load_config", "logits", "mtp_logits", "param_counts", "param_logical_axes", "to_hf",
 ]

@@ -7,7 +7,8 @@ from typing import Any
 
 from eva_jax.api import model_config
 from eva_jax.config import Config, ModelConfig
-from eva_jax.infer.batching import Engine, EngineConfig, bucket
+from eva_jax.infer.batching import Engine
+from eva_jax.infer.requests import EngineConfig, bucket
 from eva_jax.infer.sampling import SamplingParams
 
 MAX_DEFAULT_BATCH = 64

@@ -14,7 +14,7 @@ import collections
 import dataclasses
 import itertools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -22,81 +22,16 @@ import numpy as np
 from eva_jax.api import model_config
 from eva_jax.config import Config, ModelConfig
 from eva_jax.infer import cache, steps
+from eva_jax.infer.requests import EngineConfig, Listener, Request, bucket
 from eva_jax.infer.sampling import RowSampling, SamplingParams
-
-Listener = Callable[["Request", list[int]], None]
-
-
-def bucket(n: int, floor: int = 1, cap: int | None = None) -> int:
-    """The power of two ≥ max(n, floor), capped at `cap`: the few shapes compiled steps see."""
-    size = 1 << (max(n, floor) - 1).bit_length()
-    return min(size, cap) if cap is not None else size
-
-
-@dataclasses.dataclass(frozen=True)
-class EngineConfig:
-    max_batch: int = 8  # decode slots
-    page_size: int = 16  # tokens per cache page
-    num_pages: int | None = None  # pool size; None = max_batch full-length sequences
-    max_seq_len: int | None = None  # prompt + new tokens; None = the model's max_position_embeddings
-    speculative: bool = False  # draft with the MTP modules
-    min_prefill_len: int = 16
-    # Batch sizes the compiled steps are built for; None = powers of two up to max_batch. One entry
-    # (e.g. (max_batch,)) means one compiled decode step whatever the load.
-    row_buckets: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_batch < 1 or self.page_size < 1:
-            raise ValueError(f"max_batch={self.max_batch} and page_size={self.page_size} must be positive")
-        if self.row_buckets is not None and max(self.row_buckets) < self.max_batch:
-            raise ValueError(f"row_buckets={self.row_buckets} must include a size >= max_batch={self.max_batch}")
-
-    def rows(self, n: int) -> int:
-        if self.row_buckets is None:
-            return bucket(n, cap=self.max_batch)
-        return min(b for b in self.row_buckets if b >= n)
-
-    def seq_len(self, cfg: ModelConfig) -> int:
-        # YaRN positions reach max_position_embeddings; the model was not built for more.
-        return min(self.max_seq_len or cfg.max_position_embeddings, cfg.max_position_embeddings)
-
-    def pages(self, cfg: ModelConfig) -> int:
-        if self.num_pages is not None:
-            return self.num_pages
-        return self.max_batch * cache.pages_for(self.seq_len(cfg) + cfg.num_mtp_layers, self.page_size)
-
-
-@dataclasses.dataclass(eq=False)
-class Request:
-    id: int
-    prompt: list[int]
-    max_tokens: int
-    sampling: SamplingParams
-    stop: frozenset[int]
-    stream: int = 0  # which random stream of `seed` this request draws from
-    listener: Listener | None = None
-    output: list[int] = dataclasses.field(default_factory=list)
-    finish_reason: str | None = None  # "stop", "length" or "cancelled"
-    pages: list[int] = dataclasses.field(default_factory=list)
-    slot: int | None = None
-    cancelled: bool = False
-    main_steps: int = 0
-    drafted: int = 0
-    accepted: int = 0
-
-    @property
-    def done(self) -> bool:
-        return self.finish_reason is not None
-
-    @property
-    def position(self) -> int:
-        """Position of the newest token, the one the next step feeds to the model."""
-        return len(self.prompt) + len(self.output) - 1
 
 
 class Engine:
+    """Requests in, tokens out: `submit` queues a request, `step` advances every running one, `run` drains."""
+
     def __init__(self, cfg: Config | ModelConfig, params: Any, config: EngineConfig = EngineConfig()) -> None:
-        self.cfg = model_config(cfg)
+        # remat_policy only shapes training; dropping it lets configs that differ only there share compiled steps.
+        self.cfg = dataclasses.replace(model_config(cfg), remat_policy="none")
         self.config = config
         if config.speculative and self.cfg.num_mtp_layers == 0:
             raise ValueError("speculative decoding drafts with the MTP modules, and this model has none "
@@ -149,6 +84,17 @@ class Engine:
             if request in self.waiting:
                 self.waiting.remove(request)
                 self._finish(request, "cancelled")
+
+    def fail_all(self, reason: str) -> None:
+        """Ends every request after a failed device step; the cache pool may be lost, so it is rebuilt."""
+        with self._lock:
+            for request in [*self.running.values(), *self.waiting]:
+                request.error = reason
+                self._finish(request, "error")
+            self.waiting.clear()
+            self.pool = cache.init_pool(self.cfg, self.pages.num_pages, self.config.page_size)
+            if self.config.speculative:
+                self.state = steps.empty_draft_state(self.cfg, self.config.max_batch + 1)
 
     @property
     def idle(self) -> bool:
@@ -252,7 +198,7 @@ class Engine:
     def _width(self, requests: list[Request]) -> int:
         # Sized by the pages the rows hold for their whole life, not by today's length: a batch keeps one
         # compiled shape from its first step to its last.
-        return bucket(max(len(r.pages) for r in requests))
+        return bucket(max(len(r.pages) for r in requests), self.config.min_table_pages)
 
     def _decode(self, requests: list[Request]) -> None:
         rows = self.config.rows(len(requests))

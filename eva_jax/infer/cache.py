@@ -1,8 +1,9 @@
 """The paged latent cache (reference §2.4): per token and layer only the normalised KV latent c_n (C values)
 and the rotated shared rope key k_r (R values) are kept, in the compute dtype.
 
-Device side, one array holds every layer's pages: [layers, pages, page_size, C + R]. Layers are the main
-model's L layers followed by the D MTP blocks (each MTP block attends over its own history when drafting).
+Device side, each cache layer has its own arrays of pages ([pages, page_size, C] and [.., R]). Cache layers are
+the main model's L layers followed by the D MTP blocks (each MTP block attends over its own history when
+drafting).
 Page 0 is a trash page: padding tokens write there and unused page-table entries point there, so every
 write and gather has a fixed shape; reads of it are always masked out.
 
@@ -12,6 +13,7 @@ Host side, `PagePool` hands out page ids and takes them back.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -30,27 +32,42 @@ def latent_width(cfg: ModelConfig) -> int:
     return cfg.kv_lora_rank + cfg.qk_rope_head_dim
 
 
-def init_pool(cfg: ModelConfig, num_pages: int, page_size: int) -> Float[Array, "L P S CR"]:
-    """Zeroed pages for `num_pages` usable pages plus the trash page."""
-    shape = (cache_layers(cfg), num_pages + 1, page_size, latent_width(cfg))
-    return jnp.zeros(shape, jnp.dtype(cfg.dtype))
+class Pages(NamedTuple):
+    """One cache layer: latent [pages, page_size, C] and rope key [pages, page_size, R], kept apart so that
+    attention reads each as a whole array (slicing a joint [.., C + R] array copies it)."""
+
+    latent: Float[Array, "P S C"]
+    rope: Float[Array, "P S R"]
 
 
-def write(pool: Float[Array, "L P S CR"], layer: Int[Array, ""], entries: Float[Array, "B T CR"],
-          positions: Int[Array, "B T"], valid: Bool[Array, "B T"], page_table: Int[Array, "B P"]) -> Array:
-    """Stores each valid token's entry at its position's page and offset; invalid ones go to the trash page."""
-    page_size = pool.shape[2]
+def init_pool(cfg: ModelConfig, num_pages: int, page_size: int) -> list[Pages]:
+    """Zeroed pages for `num_pages` usable pages plus the trash page, separate buffers per cache layer so
+    every layer's write happens in place."""
+    dt = jnp.dtype(cfg.dtype)
+    shape = (num_pages + 1, page_size)
+    return [Pages(jnp.zeros((*shape, cfg.kv_lora_rank), dt), jnp.zeros((*shape, cfg.qk_rope_head_dim), dt))
+            for _ in range(cache_layers(cfg))]
+
+
+def write(pages: Pages, latent: Float[Array, "B T C"], rope: Float[Array, "B T R"], positions: Int[Array, "B T"],
+          valid: Bool[Array, "B T"], page_table: Int[Array, "B P"]) -> Pages:
+    """Stores each valid token's entries at its position's page and offset; invalid ones go to the trash page."""
+    page_size = pages.latent.shape[1]
     safe = jnp.clip(positions, 0, page_table.shape[1] * page_size - 1)
     page = jnp.take_along_axis(page_table, safe // page_size, axis=1)
     page = jnp.where(valid, page, TRASH_PAGE)
-    return pool.at[layer, page, safe % page_size].set(entries.astype(pool.dtype))
+    offset = safe % page_size
+    return Pages(pages.latent.at[page, offset].set(latent.astype(pages.latent.dtype)),
+                 pages.rope.at[page, offset].set(rope.astype(pages.rope.dtype)))
 
 
-def read(pool: Float[Array, "L P S CR"], layer: Int[Array, ""], page_table: Int[Array, "B P"]) -> Float[Array, "B S CR"]:
+def read(pages: Pages, page_table: Int[Array, "B P"]) -> tuple[Float[Array, "B S C"], Float[Array, "B S R"]]:
     """Every entry of the sequence's pages, in position order (S = pages·page_size)."""
-    pages = pool[layer, page_table]  # gathers whole pages: contiguous blocks, not single rows
-    b, p, s, w = pages.shape
-    return pages.reshape(b, p * s, w)
+    def gather(x):
+        g = x[page_table]  # whole pages: contiguous blocks, not single rows
+        return g.reshape(g.shape[0], g.shape[1] * g.shape[2], g.shape[3])
+
+    return gather(pages.latent), gather(pages.rope)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -68,11 +68,5 @@ def verify_step(cfg: ModelConfig, params: Params, pool: Array, state: DraftState
 
 
 def prepare_params(cfg: ModelConfig, params: Params) -> Params:
-    """Matmul weights cast to the compute dtype once, instead of on every step; the router stays fp32."""
-    dt = jnp.dtype(cfg.dtype)
-
-    def cast(path, x):
-        name = getattr(path[-1], "key", "")
-        return x if name in ("router", "router_bias") else jnp.asarray(x).astype(dt)
-
-    return jax.tree_util.tree_map_with_path(cast, params)
+    """The parameter tree the steps take: per-layer weights in the compute dtype (see decode.unstack)."""
+    return decode.unstack(cfg, params)

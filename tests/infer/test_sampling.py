@@ -1,0 +1,62 @@
+"""Sampling filters and draws, on small hand-made distributions."""
+
+import jax
+import numpy as np
+import pytest
+from scipy import stats
+
+from eva_jax.infer import sampling
+from eva_jax.infer.sampling import RowSampling, SamplingParams
+
+
+def rows(n, temperature=1.0, top_k=0, top_p=1.0, seed=0):
+    full = lambda v, dt: np.full((n,), v, dt)  # noqa: E731
+    return RowSampling(full(temperature, np.float32), full(top_k, np.int32), full(top_p, np.float32),
+                       full(seed, np.int32), np.arange(n, dtype=np.int32))
+
+
+LOGITS = np.log(np.array([[0.4, 0.3, 0.15, 0.1, 0.05]], np.float32))
+
+
+def kept(**kw):
+    return np.isfinite(np.asarray(sampling.filtered_logits(LOGITS, rows(1, **kw))))[0].tolist()
+
+
+def test_top_k_and_top_p_keep_the_right_tokens():
+    assert kept() == [True] * 5
+    assert kept(top_k=2) == [True, True, False, False, False]
+    assert kept(top_p=0.5) == [True, True, False, False, False]  # 0.4 < 0.5, then 0.7 >= 0.5
+    assert kept(top_p=0.4) == [True, False, False, False, False]
+    assert kept(top_p=0.71) == [True, True, True, False, False]
+    assert kept(top_k=2, top_p=0.3) == [True, False, False, False, False]
+    # Temperature scales before the nucleus is taken.
+    assert kept(temperature=2.0, top_p=0.5) == [True, True, False, False, False]
+
+
+def test_greedy_rows_are_one_hot_and_sampled_rows_renormalise():
+    s = rows(2, top_k=3)
+    s.temperature[0] = 0.0
+    p = np.asarray(sampling.distribution(np.repeat(LOGITS, 2, 0), s))
+    np.testing.assert_allclose(p[0], [1, 0, 0, 0, 0])
+    np.testing.assert_allclose(p[1], np.array([0.4, 0.3, 0.15, 0, 0]) / 0.85, rtol=1e-5)
+
+
+def test_draws_follow_the_distribution_and_are_seeded():
+    n = 4000
+    probs = np.repeat(np.array([[0.4, 0.3, 0.15, 0.1, 0.05]], np.float32), n, 0)
+    draw = jax.jit(lambda p, s, pos: sampling.draw(p, sampling.row_keys(s, pos, sampling.SAMPLE)))
+    a = np.asarray(draw(probs, rows(n), np.zeros(n, np.int32)))
+    assert stats.chisquare(np.bincount(a, minlength=5), probs[0] * n).pvalue > 1e-3
+    assert (a == np.asarray(draw(probs, rows(n), np.zeros(n, np.int32)))).all()
+    assert (a != np.asarray(draw(probs, rows(n, seed=1), np.zeros(n, np.int32)))).mean() > 0.5
+    assert (a != np.asarray(draw(probs, rows(n), np.ones(n, np.int32)))).mean() > 0.5
+    zero = probs.copy()
+    zero[:, 0] = 0
+    assert 0 not in np.asarray(draw(zero, rows(n), np.zeros(n, np.int32)))
+
+
+@pytest.mark.parametrize("bad", [dict(temperature=-0.1), dict(temperature=2.5), dict(top_p=0.0), dict(top_p=1.1),
+                                 dict(top_k=-1)])
+def test_out_of_range_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        SamplingParams(**bad)
