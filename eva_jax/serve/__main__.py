@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = EngineConfig(max_batch=args.max_batch, max_seq_len=args.max_seq_len, num_pages=args.num_pages,
                           speculative=args.speculative)
     app = create_app(cfg, params, tokenizer, args.model_name or cfg.name, engine)
+    del params  # the engine keeps its own per-layer copy; the stacked one would double the memory
     uvicorn.run(app, host=args.host, port=args.port)
     return 0
 

@@ -74,6 +74,7 @@ def losses(workdir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in records}
 
 
+@pytest.mark.slow  # three training processes (~2 min)
 def test_killed_and_resumed_run_matches_uninterrupted(corpus, tmp_path):
     cache = tmp_path / "xla_cache"
     reference = tmp_path / "reference"
