@@ -1,6 +1,6 @@
 """DeepSeek-V3 671B, exactly as published (reference §1.1)."""
 
-from eva_jax.config import Config, ModelConfig, OptimConfig, TrainConfig, YarnConfig
+from eva_jax.config import Config, MeshConfig, ModelConfig, OptimConfig, TrainConfig, YarnConfig
 
 CONFIG = Config(
     name="v3_671b",
@@ -34,9 +34,16 @@ CONFIG = Config(
                                 mscale=1.0, mscale_all_dim=1.0),
         initializer_range=0.006,
         dtype="bfloat16",
+        # DeepSeek's node limit M = 4 (reference §4.3) is n_group=8 / topk_group=4 with the top-2 group score:
+        # model.max_route_nodes=4 routes identically (tests/parallel/test_node_routing.py), so it stays 0 here
+        # and the config keeps round-tripping through the published config.json.
     ),
     # DeepSeek's pre-training recipe (reference §8): 14.8T tokens of 4K sequences, batch 3072 -> 15360.
     optim=OptimConfig(),
     train=TrainConfig(steps=243_300, seq_len=4096, global_batch=15360, batch_start=3072, micro_batch=256,
                       checkpoint_every=1000, eval_every=1000),
+    # DeepSeek's deployment (reference §8) without its 16-way pipeline: 64-way expert parallelism, ZeRO-1 data
+    # parallelism over the rest, no tensor parallelism. Without DeepSeek's pipeline the replicated dense weights
+    # do not fit 95 GB chips; `--dry-run --set mesh.rules=fsdp ...` reports other layouts.
+    mesh=MeshConfig(data=-1, expert=64, rules="zero1", zero1=True),
 )

@@ -16,7 +16,7 @@ SCORING_FUNCS = ("sigmoid", "softmax")
 TOPK_METHODS = ("noaux_tc", "group_limited_greedy", "greedy")
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
-MOE_IMPLS = ("auto", "ragged", "padded")
+MOE_IMPLS = ("auto", "ragged", "padded", "tiled")
 ATTENTION_IMPLS = ("xla", "pallas", "auto")
 MATMULS = ("bf16", "fp8")
 
@@ -98,6 +98,10 @@ class ModelConfig:
     # "fp8": dense projections through the block-scaled FP8 kernel (its jnp reference where no kernel runs).
     matmul: str = "bf16"
     kernel_interpret: bool = False  # run Pallas kernels in interpret mode (CPU tests)
+    # Node-limited routing (reference §4.3): a token's experts come from at most this many of the n_group
+    # expert groups (a group = the experts one node hosts when the `expert` mesh axis spans n_group nodes),
+    # groups scored by the sum of their top ceil(K/M) biased affinities. 0 = no node limit.
+    max_route_nodes: int = 0
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "kv_lora_rank", "qk_nope_head_dim",
@@ -133,6 +137,12 @@ class ModelConfig:
         _require(self.num_experts_per_tok <= reachable,
                  f"num_experts_per_tok={self.num_experts_per_tok} is larger than the {reachable} experts in the "
                  f"topk_group={self.topk_group} selected groups of {experts // groups} experts each")
+        nodes = self.max_route_nodes
+        _require(nodes >= 0, f"model.max_route_nodes={nodes} must be >= 0 (0 = no node limit)")
+        if 0 < nodes < groups:
+            _require(self.num_experts_per_tok <= nodes * (experts // groups),
+                     f"num_experts_per_tok={self.num_experts_per_tok} is larger than the {nodes * (experts // groups)} "
+                     f"experts on max_route_nodes={nodes} nodes of {experts // groups} experts each")
         if self.topk_method == "noaux_tc" and groups > 1:
             _require(experts // groups >= 2,
                      f"topk_method='noaux_tc' scores a group by its top-2 experts, but n_group={groups} leaves "
@@ -261,12 +271,62 @@ class TrainConfig:
             _fraction(f"train.{name}", getattr(self, name))
 
 
+MESH_AXES = ("data", "fsdp", "expert", "tensor", "pipeline")
+PARAM_RULES = ("zero1", "fsdp")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """The device mesh and how parameters and optimizer state lie on it (eva_jax.parallel).
+
+    Axis sizes multiply to the device count; one of them may be -1 to take the rest. `dcn_*` sizes split an
+    axis across slices (multi-slice TPU: the outer part of the axis crosses the data-centre network); they
+    multiply to the slice count and divide the matching axis."""
+
+    data: int = -1
+    fsdp: int = 1
+    expert: int = 1
+    tensor: int = 1
+    pipeline: int = 1
+    dcn_data: int = 1
+    dcn_fsdp: int = 1
+    dcn_expert: int = 1
+    # "zero1": parameters replicated except routed experts (over `expert`) and tensor-parallel dims, as
+    # DeepSeek-V3 trained. "fsdp": parameters also sharded on their `embed` dimension over `fsdp` (and over
+    # `expert` where the expert dimension does not already use it) — ZeRO-3.
+    rules: str = "zero1"
+    # Shard each optimizer-state leaf further over the data-parallel axes its parameter is replicated on
+    # (ZeRO-1). False: optimizer state lies exactly like its parameter.
+    zero1: bool = True
+
+    def __post_init__(self) -> None:
+        sizes = [getattr(self, a) for a in MESH_AXES]
+        for axis, size in zip(MESH_AXES, sizes):
+            _require(size == -1 or size >= 1, f"mesh.{axis}={size} must be a positive size or -1 (fill the rest)")
+        _require(sizes.count(-1) <= 1, f"only one mesh axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
+        _require(self.pipeline == 1, f"mesh.pipeline={self.pipeline}: pipeline parallelism is not implemented yet")
+        for axis in ("data", "fsdp", "expert"):
+            dcn, ici = getattr(self, f"dcn_{axis}"), getattr(self, axis)
+            _require(dcn >= 1, f"mesh.dcn_{axis}={dcn} must be >= 1")
+            _require(ici == -1 or ici % dcn == 0, f"mesh.{axis}={ici} is not divisible by mesh.dcn_{axis}={dcn}")
+        _require(self.rules in PARAM_RULES, f"mesh.rules={self.rules!r}: expected one of {PARAM_RULES}")
+
+    @property
+    def shape(self) -> dict[str, int]:
+        return {a: getattr(self, a) for a in MESH_AXES}
+
+    @property
+    def dcn_shape(self) -> dict[str, int]:
+        return {a: getattr(self, f"dcn_{a}") if a in ("data", "fsdp", "expert") else 1 for a in MESH_AXES}
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """The root configuration: the model and how to train it."""
+    """The root configuration: the model, the device mesh and how to train it."""
 
     name: str
     model: ModelConfig
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
+    mesh: MeshConfig = MeshConfig()

@@ -1,14 +1,22 @@
 """Dropless grouped matmul over token rows sorted by expert.
 
-Two exact layouts behind one interface:
+Three exact layouts behind one interface:
   * "ragged": rows sorted by expert, `jax.lax.ragged_dot` — the grouped GEMM of GPU/TPU backends.
   * "padded": each expert's rows padded to a multiple of a tile inside a static bound (M + E·(tile−1)),
-    then one batched einsum over tiles. On XLA:CPU ragged_dot is >10× slower than this
-    (benchmarks/grouped_matmul.py, figures in docs/performance.md).
+    then one batched einsum over tiles, each tile against a gathered copy of its expert's weights. On XLA:CPU
+    ragged_dot is >10× slower than this (benchmarks/grouped_matmul.py, figures in docs/performance.md).
+  * "tiled": the padded row layout, but a loop over only the tiles in use, one expert's weights read per
+    tile, with a hand-written backward of the same form. Memory is rows + weights (no per-tile weight copies,
+    which at DeepSeek-V3's 7168×2048 experts are 29 MB a tile) and work follows the real rows, not the static
+    bound — the CPU stand-in for a grouped GEMM kernel at scale (the 671B dry run uses it).
 `plan` builds the layout from the router's choices; `gather_rows`, `grouped_matmul` and `combine` use it.
+A plan may declare its last expert a null expert (expert parallelism sends padding there): its rows are
+invalid, never computed and come out zero, so the weights need no zero expert appended.
 """
 
 from __future__ import annotations
+
+import functools
 
 import flax.struct
 import jax
@@ -24,8 +32,10 @@ class Layout:
     row_valid: Bool[Array, " R"]
     slot_row: Int[Array, "N K"]  # the row of each (token, choice) pair
     group_sizes: Int[Array, " E"]  # rows per expert ("ragged")
-    tile_expert: Int[Array, " NT"] | None  # expert of each tile ("padded")
+    tile_expert: Int[Array, " NT"] | None  # expert of each tile ("padded", "tiled")
+    used_tiles: Int[Array, ""] | None = None  # tiles holding real rows ("tiled" computes only these)
     tile: int = flax.struct.field(pytree_node=False, default=0)
+    looped: bool = flax.struct.field(pytree_node=False, default=False)
 
 
 def resolve_impl(impl: str) -> str:
@@ -48,17 +58,21 @@ def _sort_by_expert(experts: Int[Array, "N K"], num_experts: int):
     return flat, order, sizes, starts
 
 
-def plan(experts: Int[Array, "N K"], num_experts: int, impl: str) -> Layout:
-    """The row layout for the chosen experts; `impl` is "ragged", "padded" or "auto"."""
+def plan(experts: Int[Array, "N K"], num_experts: int, impl: str, null_expert: bool = False) -> Layout:
+    """The row layout for the chosen experts; `impl` is "ragged", "padded", "tiled" or "auto". With
+    `null_expert`, expert num_experts−1 is padding: its rows are invalid and the weights hold num_experts−1."""
     impl = resolve_impl(impl)
+    if impl not in ("ragged", "padded", "tiled"):
+        raise ValueError(f"model.moe_impl={impl!r}: expected 'ragged', 'padded', 'tiled' or 'auto'")
     n, k = experts.shape
     m = n * k
+    real = num_experts - 1 if null_expert else num_experts
     flat, order, sizes, starts = _sort_by_expert(experts, num_experts)
     if impl == "ragged":
         slot_row = jnp.zeros((m,), jnp.int32).at[order].set(jnp.arange(m, dtype=jnp.int32))
-        return Layout(order // k, jnp.ones((m,), bool), slot_row.reshape(n, k), sizes, None, 0)
-    if impl != "padded":
-        raise ValueError(f"model.moe_impl={impl!r}: expected 'ragged', 'padded' or 'auto'")
+        valid = jnp.arange(m) < starts[real - 1] + sizes[real - 1]  # null rows sort last
+        # ragged_dot leaves rows past the last group at zero, so the null expert's rows cost nothing.
+        return Layout(order // k, valid, slot_row.reshape(n, k), sizes[:real], None)
     tile = tile_size(m, num_experts)
     rows = -(-(m + num_experts * (tile - 1)) // tile) * tile  # static bound on the padded total
     padded = -(-sizes // tile) * tile
@@ -67,13 +81,16 @@ def plan(experts: Int[Array, "N K"], num_experts: int, impl: str) -> Layout:
     r = jnp.arange(rows, dtype=jnp.int32)
     row_expert = jnp.minimum(jnp.searchsorted(padded_end, r, side="right"), num_experts - 1).astype(jnp.int32)
     offset = r - padded_start[row_expert]
-    valid = (offset < sizes[row_expert]) & (r < padded_end[-1])
+    valid = (offset < sizes[row_expert]) & (r < padded_end[real - 1])
     sorted_pos = jnp.where(valid, starts[row_expert] + offset, 0)
     row_token = jnp.where(valid, order[sorted_pos] // k, 0)
     expert_of_sorted = flat[order]
     row_of_sorted = padded_start[expert_of_sorted] + jnp.arange(m, dtype=jnp.int32) - starts[expert_of_sorted]
     slot_row = jnp.zeros((m,), jnp.int32).at[order].set(row_of_sorted.astype(jnp.int32))
-    return Layout(row_token, valid, slot_row.reshape(n, k), sizes, row_expert[::tile], tile)
+    # Tiles of the null expert point at a real one: their rows are zero, so they come out zero.
+    tile_expert = jnp.minimum(row_expert[::tile], real - 1)
+    return Layout(row_token, valid, slot_row.reshape(n, k), sizes, tile_expert, padded_end[real - 1] // tile,
+                  tile, impl == "tiled")
 
 
 def gather_rows(x: Float[Array, "N D"], layout: Layout) -> Float[Array, "R D"]:
@@ -85,9 +102,50 @@ def grouped_matmul(rows: Float[Array, "R I"], w: Float[Array, "E I O"], layout: 
     """rows[r] @ w[expert of row r], for every row, in the layout's form."""
     if layout.tile_expert is None:
         return jax.lax.ragged_dot(rows, w, layout.group_sizes)
+    if layout.looped:
+        return _tile_loop(rows, w, layout.tile_expert, layout.used_tiles, layout.tile)
     tiles = rows.reshape(-1, layout.tile, rows.shape[-1])
     out = jnp.einsum("ntI,nIO->ntO", tiles, jnp.take(w, layout.tile_expert, axis=0))
     return out.reshape(rows.shape[0], w.shape[-1])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _tile_loop(rows: Float[Array, "R I"], w: Float[Array, "E I O"], tile_expert: Int[Array, " NT"],
+               used: Int[Array, ""], tile: int) -> Float[Array, "R O"]:
+    """rows[tile i] @ w[tile_expert[i]] for i < used; later rows are zero."""
+    out = jnp.zeros((rows.shape[0], w.shape[-1]), jnp.result_type(rows, w))
+
+    def body(i, out):
+        y = jnp.dot(jax.lax.dynamic_slice_in_dim(rows, i * tile, tile), w[tile_expert[i]])
+        return jax.lax.dynamic_update_slice_in_dim(out, y.astype(out.dtype), i * tile, 0)
+
+    return jax.lax.fori_loop(0, used, body, out)
+
+
+def _tile_loop_fwd(rows, w, tile_expert, used, tile):
+    return _tile_loop(rows, w, tile_expert, used, tile), (rows, w, tile_expert, used)
+
+
+def _tile_loop_bwd(tile, saved, d_out):
+    """d_rows[tile i] = d_out[tile i] @ w[e_i]ᵀ;  d_w[e_i] += rows[tile i]ᵀ @ d_out[tile i] (fp32 accumulator)."""
+    rows, w, tile_expert, used = saved
+    d_rows = jnp.zeros(rows.shape, jnp.result_type(d_out, w))
+    d_w = jnp.zeros(w.shape, jnp.float32)
+
+    def body(i, carry):
+        d_rows, d_w = carry
+        x = jax.lax.dynamic_slice_in_dim(rows, i * tile, tile)
+        g = jax.lax.dynamic_slice_in_dim(d_out, i * tile, tile)
+        e = tile_expert[i]
+        d_x = jnp.dot(g, w[e].T).astype(d_rows.dtype)
+        d_we = jnp.dot(x.T, g, preferred_element_type=jnp.float32)
+        return jax.lax.dynamic_update_slice_in_dim(d_rows, d_x, i * tile, 0), d_w.at[e].add(d_we)
+
+    d_rows, d_w = jax.lax.fori_loop(0, used, body, (d_rows, d_w))
+    return d_rows.astype(rows.dtype), d_w.astype(w.dtype), None, None
+
+
+_tile_loop.defvjp(_tile_loop_fwd, _tile_loop_bwd)
 
 
 def combine(rows: Float[Array, "R D"], weights: Float[Array, "N K"], layout: Layout) -> Float[Array, "N D"]:

@@ -28,7 +28,9 @@ def param(module: nn.Module, name: str, shape: Sequence[int], axes: tuple[str, .
           init: nn.initializers.Initializer, dtype: jnp.dtype) -> jax.Array:
     """Declares a parameter whose dimensions carry logical axis names (used by the sharding rules)."""
     assert len(shape) == len(axes), (name, shape, axes)
-    return module.param(name, nn.with_logical_partitioning(init, axes), tuple(shape), dtype)
+    from eva_jax.parallel.rules import constrain_param  # identity outside a sharded step
+
+    return constrain_param(module.param(name, nn.with_logical_partitioning(init, axes), tuple(shape), dtype), axes)
 
 
 def kernel(module: nn.Module, cfg: ModelConfig, name: str, shape: Sequence[int], axes: tuple[str, ...]) -> jax.Array:

@@ -12,6 +12,7 @@ from eva_jax.nn import grouped
 from eva_jax.nn.layers import kernel, kernel_init, param
 from eva_jax.nn.mlp import MLP
 from eva_jax.nn.router import Routing, expert_counts, route, sequence_balance_loss
+from eva_jax.parallel import experts as expert_parallel
 
 
 def routed_experts(x: Float[Array, "N D"], routing: Routing, w_gate: Float[Array, "E D F"],
@@ -43,7 +44,15 @@ class MoE(nn.Module):
         w_up = kernel(self, cfg, "experts_up", (e, d, f), ("expert", "embed", "expert_mlp"))
         w_down = kernel(self, cfg, "experts_down", (e, f, d), ("expert", "expert_mlp", "embed"))
         with jax.named_scope("routed_experts"):
-            routed = routed_experts(x.reshape(b * t, d), routing, w_gate, w_up, w_down, cfg.moe_impl)
+            mesh = expert_parallel.active_mesh()
+            if expert_parallel.applies(mesh, b):
+                # Inside a step run under jax.set_mesh with expert > 1: all-to-all dispatch over `expert`.
+                k = routing.experts.shape[-1]
+                routed = expert_parallel.routed_experts_ep(
+                    x, routing.experts.reshape(b, t, k), routing.weights.reshape(b, t, k), w_gate, w_up, w_down,
+                    cfg.moe_impl, mesh)
+            else:
+                routed = routed_experts(x.reshape(b * t, d), routing, w_gate, w_up, w_down, cfg.moe_impl)
         out = routed.astype(x.dtype).reshape(b, t, d)
         if cfg.n_shared_experts:
             out = out + MLP(cfg, cfg.n_shared_experts * f, "shared_mlp", name="shared")(x)

@@ -37,10 +37,26 @@ def group_mask(choice: Float[Array, "N E"], n_group: int, topk_group: int, metho
     return jnp.repeat(kept_groups, e // n_group, axis=1)
 
 
+def node_mask(choice: Float[Array, "N E"], nodes: int, max_nodes: int, k: int) -> Float[Array, "N E"]:
+    """True for experts on the max_nodes best of `nodes` contiguous expert blocks (reference §4.3): a node
+    scores the sum of its top ceil(K/M) biased affinities, the rule DeepSeek-V3 trained with."""
+    n, e = choice.shape
+    per_node = choice.reshape(n, nodes, e // nodes)
+    top = min(-(-k // max_nodes), e // nodes)
+    node_scores = jax.lax.top_k(per_node, top)[0].sum(-1)
+    _, kept = jax.lax.top_k(node_scores, max_nodes)
+    kept_nodes = jax.nn.one_hot(kept, nodes, dtype=jnp.bool_).any(axis=1)
+    return jnp.repeat(kept_nodes, e // nodes, axis=1)
+
+
 def route(logits: Float[Array, "N E"], bias: Float[Array, " E"] | None, cfg: ModelConfig) -> Routing:
     """Selects K experts per token. The bias steers *selection* only; weights use the unbiased scores."""
     scores = affinities(logits.astype(jnp.float32), cfg.scoring_func)
     choice = scores if bias is None else scores + jax.lax.stop_gradient(bias.astype(jnp.float32))
+    if 0 < cfg.max_route_nodes < cfg.n_group:
+        # Node-limited routing: the groups are nodes (experts lie contiguously over the `expert` mesh axis).
+        keep = node_mask(choice, cfg.n_group, cfg.max_route_nodes, cfg.num_experts_per_tok)
+        choice = jnp.where(keep, choice, -jnp.inf)
     if cfg.topk_method != "greedy" and cfg.n_group > 1:
         keep = group_mask(choice, cfg.n_group, cfg.topk_group, cfg.topk_method)
         choice = jnp.where(keep, choice, -jnp.inf)

@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
 
             print(dry_run(cfg))
             return 0
+        from eva_jax.parallel import distributed
+
+        distributed.initialize()  # before anything touches a backend; a no-op on one host
         guard.ensure_fits(cfg)
         from eva_jax.train.loop import run
 

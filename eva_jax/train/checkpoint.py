@@ -1,6 +1,10 @@
 """Orbax checkpoints of a run: train state (params with router biases, optimizer state, step), the grain
 iterator state, the config and the tokenizer. Saves are async; a half-written checkpoint is never restored
-(Orbax finalises by an atomic rename and `latest_step` ignores temporaries)."""
+(Orbax finalises by an atomic rename and `latest_step` ignores temporaries).
+
+Multi-process: every process calls save/restore with its shards (Orbax writes each array once, from the
+processes that hold it). A restore lays the arrays out as the target's shardings say, so a checkpoint written
+on one mesh restores onto another (or onto one device)."""
 
 from __future__ import annotations
 
@@ -33,18 +37,21 @@ class RunCheckpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: Any, data_state: dict, meta: dict, tokenizer: Tokenizer, cfg: Config) -> None:
-        args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(data_state),
-            meta=ocp.args.JsonSave(meta),
-            config=ocp.args.JsonSave(config_record(cfg)),
-            tokenizer=ocp.args.JsonSave(tokenizer_record(tokenizer)),
-        )
-        self.manager.save(step, args=args, force=True)
+    def save(self, step: int, state: Any, data_state: dict, meta: dict, tokenizer: Tokenizer | None,
+             cfg: Config) -> None:
+        items = dict(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
+                     meta=ocp.args.JsonSave(meta), config=ocp.args.JsonSave(config_record(cfg)))
+        if tokenizer is not None:
+            items["tokenizer"] = ocp.args.JsonSave(tokenizer_record(tokenizer))
+        self.manager.save(step, args=ocp.args.Composite(**items), force=True)
 
-    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, dict]:
+    def restore(self, step: int, abstract_state: Any, shardings: Any = None) -> tuple[Any, dict, dict]:
+        """`shardings` (a tree like the state, of jax.sharding.Sharding) places the restored arrays, e.g. on a
+        mesh other than the one that saved them; without it they follow `abstract_state`'s own arrays."""
         target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_state)
+        if shardings is not None:
+            target = jax.tree_util.tree_map(lambda t, s: jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=s),
+                                            target, shardings)
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
         return restored["state"], restored["data"], restored["meta"]

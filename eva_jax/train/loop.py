@@ -12,17 +12,22 @@ import time
 import warnings
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import numpy as np
 
-from eva_jax.api import init_params
+from eva_jax.api import abstract_params
 from eva_jax.config import Config, ConfigError
 from eva_jax.data.pipeline import model_inputs, open_data
+from eva_jax.parallel import distributed
+from eva_jax.parallel.mesh import make_mesh
+from eva_jax.parallel.rules import use
+from eva_jax.parallel.sharding import check_batch, init_sharded_state, shard_batch, shard_rows, train_devices
 from eva_jax.train import schedules
 from eva_jax.train.checkpoint import RunCheckpoints, config_record
 from eva_jax.train.metrics import MetricsLog, peak_flops, train_flops_per_token
 from eva_jax.train.optim import make_optimizer
-from eva_jax.train.step import TrainState, heldout_loss, init_state, make_train_step
+from eva_jax.train.step import TrainState, heldout_loss, make_train_step
 
 
 @dataclasses.dataclass
@@ -38,6 +43,8 @@ def default_workdir(cfg: Config) -> Path:
 
 def _check_same_run(cfg: Config, workdir: Path) -> None:
     """A workdir belongs to one model and data set; schedule edits are allowed but break exact resume."""
+    if jax.process_index() != 0:
+        return
     path = workdir / "config.json"
     record = config_record(cfg)
     if not path.exists():
@@ -71,31 +78,76 @@ def _heldout_batches(heldout, count: int, isolate: bool) -> list[dict]:
     return out
 
 
+class _NoLog:
+    """Processes other than the first compute the same metrics and write nothing."""
+
+    def write(self, record: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _open_data_per_process(cfg: Config, workdir: Path):
+    """Each process reads its own share of documents in micro-batches of micro_batch / process_count rows;
+    the first process builds the tokenizer, the others load it."""
+    count, index = jax.process_count(), jax.process_index()
+    if cfg.train.micro_batch % count:
+        raise ConfigError(f"train.micro_batch={cfg.train.micro_batch} does not split over {count} processes")
+    local = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, micro_batch=cfg.train.micro_batch // count))
+    if index == 0:
+        result = open_data(local, workdir, index, count)
+    distributed.barrier("tokenizer")
+    if index != 0:
+        result = open_data(local, workdir, index, count)
+    return result
+
+
+def _data_state(iterator) -> dict:
+    states = distributed.allgather_json(iterator.get_state())
+    return states[0] if len(states) == 1 else {"per_process": states}
+
+
+def _set_data_state(iterator, saved: dict) -> None:
+    if "per_process" in saved:
+        states = saved["per_process"]
+        if len(states) != jax.process_count():
+            raise ConfigError(f"the checkpoint was written by {len(states)} processes; resume it with as many "
+                              f"(this job has {jax.process_count()})")
+        saved = states[jax.process_index()]
+    iterator.set_state(saved)
+
+
 def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
-    """Trains `cfg` in `workdir` (default workdirs/<config name>), resuming if it holds a checkpoint."""
+    """Trains `cfg` in `workdir` (default workdirs/<config name>), resuming if it holds a checkpoint.
+
+    The state lives on the mesh of `cfg.mesh` (parameters, optimizer state and batches sharded by
+    eva_jax.parallel.rules); with several processes each reads its own rows of every batch."""
+    distributed.initialize()
     workdir = Path(workdir) if workdir is not None else default_workdir(cfg)
     _check_same_run(cfg, workdir)
-    tokenizer, train_data, heldout = open_data(cfg, workdir, jax.process_index(), jax.process_count())
+    tokenizer, train_data, heldout = _open_data_per_process(cfg, workdir)
     plan = schedules.plan(cfg)
     isolate, micro = cfg.data.isolate_documents, cfg.train.micro_batch
-    params = init_params(cfg, seed=cfg.train.seed)
-    tx = make_optimizer(cfg, plan.lr, params)
-    state = init_state(params, tx)
+    mesh = make_mesh(cfg.mesh, train_devices(cfg))
+    check_batch(cfg, mesh)
+    tx = make_optimizer(cfg, plan.lr, nn.unbox(abstract_params(cfg)))
+    state = init_sharded_state(cfg, tx, mesh, cfg.train.seed)
     checkpoints = RunCheckpoints(workdir / "checkpoints", cfg.train.keep_checkpoints)
     iterator = iter(train_data)
     start = checkpoints.latest_step() or 0
     if start:
         state, data_state, _ = checkpoints.restore(start, state)
-        iterator.set_state(data_state)
+        _set_data_state(iterator, data_state)
         print(f"resuming {workdir} from step {start}", flush=True)
-    step_fn = make_train_step(cfg, tx)
-    eval_batches = _heldout_batches(heldout, cfg.train.eval_batches, isolate)
-    log = MetricsLog(workdir, start, cfg.train.steps)
+    step_fn = make_train_step(cfg, tx, mesh)
+    eval_batches = [shard_rows(b, mesh) for b in _heldout_batches(heldout, cfg.train.eval_batches, isolate)]
+    log = MetricsLog(workdir, start, cfg.train.steps) if jax.process_index() == 0 else _NoLog()
     flops_per_token, peak = train_flops_per_token(cfg), peak_flops(cfg)
     history: list[dict] = []
     try:
         for step in range(start, cfg.train.steps):
-            batch = _next_batch(iterator, int(plan.batch[step]) // micro, isolate)
+            batch = shard_batch(_next_batch(iterator, int(plan.batch[step]) // micro, isolate), mesh)
             began = time.perf_counter()
             state, metrics = step_fn(state, batch, plan.mtp_lambda[step], plan.gamma[step])
             metrics = jax.device_get(metrics)
@@ -109,13 +161,14 @@ def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
                       "max_vio": [float(v) for vs in metrics["max_vio"].values() for v in np.atleast_1d(vs)]}
             done = step + 1
             if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
-                losses = [float(heldout_loss(state.params, b, cfg)) for b in eval_batches]
+                with use(cfg, mesh):
+                    losses = [float(heldout_loss(state.params, b, cfg)) for b in eval_batches]
                 record["heldout_loss"] = float(np.mean(losses)) if losses else float("nan")
             log.write(record)
             history.append(record)
             if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps:
                 meta = {"step": done, "tokens": record["tokens"]}
-                checkpoints.save(done, state, iterator.get_state(), meta, tokenizer, cfg)
+                checkpoints.save(done, state, _data_state(iterator), meta, tokenizer, cfg)
     finally:
         log.close()
         checkpoints.close()

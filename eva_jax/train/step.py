@@ -14,6 +14,7 @@ from eva_jax.api import Params
 from eva_jax.config import Config
 from eva_jax.train.loss import cross_entropy, objective, target_mask
 from eva_jax.nn.model import Transformer
+from eva_jax.parallel.rules import constrain_like_params
 
 
 @flax.struct.dataclass
@@ -59,11 +60,11 @@ def train_step(state: TrainState, batch: dict, mtp_lambda: jax.Array, gamma: jax
     def accumulate(carry, micro):
         grads, sums = carry
         (_, aux), g = grad_fn(state.params, micro, mtp_lambda, cfg)
-        grads = jax.tree_util.tree_map(jnp.add, grads, g)
+        grads = constrain_like_params(jax.tree_util.tree_map(jnp.add, grads, constrain_like_params(g, cfg)), cfg)
         sums = jax.tree_util.tree_map(jnp.add, sums, aux)
         return (grads, sums), None
 
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+    zeros = constrain_like_params(jax.tree_util.tree_map(jnp.zeros_like, state.params), cfg)
     first = jax.tree_util.tree_map(lambda x: x[0], batch)
     aux_shape = jax.eval_shape(lambda: grad_fn(state.params, first, mtp_lambda, cfg)[0][1])
     aux_zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape)
@@ -79,8 +80,27 @@ def train_step(state: TrainState, batch: dict, mtp_lambda: jax.Array, gamma: jax
     return TrainState(state.step + 1, params, opt_state), metrics
 
 
-def make_train_step(cfg: Config, tx: optax.GradientTransformation):
-    return jax.jit(functools.partial(train_step, cfg=cfg, tx=tx), donate_argnums=0)
+def make_train_step(cfg: Config, tx: optax.GradientTransformation, mesh=None):
+    """The jitted step. With a mesh: the state lies as eva_jax.parallel.rules says (in and out), batches over
+    the batch axes, and tracing runs under jax.set_mesh so the MoE takes its expert-parallel path."""
+    fn = functools.partial(train_step, cfg=cfg, tx=tx)
+    if mesh is None:
+        return jax.jit(fn, donate_argnums=0)
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from eva_jax.parallel.rules import use
+    from eva_jax.parallel.sharding import state_shardings
+
+    state_sh, _ = state_shardings(cfg, mesh, tx)
+    jitted = jax.jit(fn, donate_argnums=0, in_shardings=(state_sh, None, None, None),
+                     out_shardings=(state_sh, NamedSharding(mesh, P())))
+
+    def step(state, batch, mtp_lambda, gamma):
+        with use(cfg, mesh):
+            return jitted(state, batch, mtp_lambda, gamma)
+
+    step.jitted = jitted
+    return step
 
 
 @functools.partial(jax.jit, static_argnums=2)

@@ -1,4 +1,4 @@
-"""The dropless grouped matmul: ragged and padded layouts equal the dense one-hot reference, values and grads."""
+"""The dropless grouped matmul: ragged, padded and tiled layouts equal the dense one-hot reference, values and grads."""
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +23,7 @@ def setup(n=40, d=16, f=8, seed=0, skew=0.0):
     return x, r, ws
 
 
-@pytest.mark.parametrize("impl", ["ragged", "padded"])
+@pytest.mark.parametrize("impl", ["ragged", "padded", "tiled"])
 @pytest.mark.parametrize("skew", [0.0, 5.0])
 def test_grouped_equals_dense_reference(impl, skew):
     x, r, (wg, wu, wd) = setup(skew=skew)
@@ -31,7 +31,7 @@ def test_grouped_equals_dense_reference(impl, skew):
     np.testing.assert_allclose(ours, dense_moe(x, r.weights, r.experts, wg, wu, wd), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("impl", ["ragged", "padded"])
+@pytest.mark.parametrize("impl", ["ragged", "padded", "tiled"])
 def test_grouped_gradients_equal_dense_reference(impl):
     x, r, ws = setup(n=24)
 
@@ -54,6 +54,34 @@ def test_padded_layout_keeps_every_assignment():
                                   np.broadcast_to(np.arange(33)[:, None], r.experts.shape))
     tile_experts = np.asarray(layout.tile_expert)[rows // layout.tile]
     np.testing.assert_array_equal(tile_experts, np.asarray(r.experts).ravel())
+
+
+@pytest.mark.parametrize("impl", ["ragged", "padded", "tiled"])
+def test_null_expert_rows_are_zero_and_skipped(impl):
+    """Expert parallelism's padding: choices of expert E (one past the weights) come out zero, the rest are
+    the plain grouped matmul, forward and backward; "tiled" computes no tile past the real experts."""
+    x, r, (wg, _, _) = setup(n=30)
+    e = wg.shape[0]
+    experts = jnp.where(jnp.arange(30)[:, None] % 3 == 0, e, r.experts)  # a third of the tokens are padding
+    layout = grouped.plan(experts, e + 1, impl, null_expert=True)
+
+    def f(x, w):
+        return grouped.grouped_matmul(grouped.gather_rows(x, layout), w, layout)
+
+    out = f(x, wg)
+    picked = np.asarray(out)[np.asarray(layout.slot_row)]  # [N, K, F]
+    null = np.asarray(experts) == e
+    assert np.all(picked[null] == 0)
+    want = np.einsum("nd,nkdf->nkf", np.asarray(x), np.asarray(wg)[np.minimum(np.asarray(experts), e - 1)])
+    np.testing.assert_allclose(picked[~null], want[~null], rtol=1e-5, atol=1e-6)
+    if impl != "ragged":
+        real_rows = int(np.asarray(layout.used_tiles)) * layout.tile
+        assert real_rows < out.shape[0] and np.asarray(layout.row_valid)[real_rows:].sum() == 0
+    d_x, d_w = jax.grad(lambda x, w: (f(x, w) ** 2).sum(), argnums=(0, 1))(x, wg)
+    keep = jnp.asarray(~null, jnp.float32)[..., None]
+    ref = lambda x, w: (jnp.einsum("nd,nkdf->nkf", x, w[jnp.minimum(experts, e - 1)]) ** 2 * keep).sum()  # noqa: E731
+    for got, want in zip((d_x, d_w), jax.grad(ref, argnums=(0, 1))(x, wg)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_impl_is_named():

@@ -1,0 +1,1 @@
+"""Scale-out: device meshes, logical-axis sharding rules, expert-parallel dispatch, multi-host start-up."""

@@ -1,0 +1,98 @@
+"""Expert-parallel routed experts: dispatch and combine inside shard_map over the `expert` mesh axis.
+
+Per device: its tokens are grouped by destination expert shard (a token travels once to each shard that
+hosts at least one of its experts), exchanged with all_to_all, run through the grouped matmul of
+eva_jax.nn.grouped on the shard's local experts, combined there with their routing weights, sent back with a
+second all_to_all and summed over shards.
+
+Dropless by construction: the send buffer holds every token for every destination ([P, n, D]), so whatever
+the routing, nothing is cut. That is the worst case a static shape must allow, the same bound MaxText uses
+for its ragged exchange; ragged_all_to_all would send fewer bytes on GPU/TPU but needs the same receive
+buffer, and CPU has no implementation, so this exact all_to_all path runs everywhere.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+from jaxtyping import Array, Float, Int
+
+from eva_jax.nn import grouped
+from eva_jax.parallel.mesh import BATCH_AXES, axis_size
+
+
+def active_mesh():
+    """The mesh set by jax.set_mesh around the step, or None."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return None if mesh is None or mesh.empty else mesh
+
+
+def applies(mesh, batch: int) -> bool:
+    """Expert parallelism runs when the mesh has an expert axis > 1 and the batch splits over the batch axes
+    (decoding a single row, say, falls back to the GSPMD path)."""
+    if mesh is None or axis_size(mesh, "expert") == 1:
+        return False
+    shards = 1
+    for a in BATCH_AXES:
+        shards *= axis_size(mesh, a)
+    return batch % shards == 0
+
+
+def _local(x: Float[Array, "n D"], experts: Int[Array, "n K"], weights: Float[Array, "n K"],
+           w_gate: Float[Array, "El D F"], w_up: Float[Array, "El D F"], w_down: Float[Array, "El F D"],
+           impl: str) -> Float[Array, "n D"]:
+    """One device's share (inside shard_map): experts are global ids, the weights the local experts."""
+    p = axis_size(jax.sharding.get_abstract_mesh(), "expert")
+    n, k = experts.shape
+    e_loc = w_gate.shape[0]
+    dest = experts // e_loc  # [n, K] destination shard of each choice
+    shards = jnp.arange(p, dtype=experts.dtype)[:, None, None]
+    on = dest[None] == shards  # [P, n, K]
+    # Local expert id at the destination, or e_loc: the grouped layouts' null expert (padding rows are
+    # never computed by "ragged"/"tiled" and come out zero).
+    send_e = jnp.where(on, experts[None] - shards * e_loc, e_loc)
+    send_w = jnp.where(on, weights[None], 0.0)
+    send_x = jnp.where(on.any(-1)[..., None], x[None], jnp.zeros((), x.dtype))
+    recv_x = jax.lax.all_to_all(send_x, "expert", 0, 0, tiled=True)
+    recv_e = jax.lax.all_to_all(send_e, "expert", 0, 0, tiled=True)
+    recv_w = jax.lax.all_to_all(send_w, "expert", 0, 0, tiled=True)
+    rows_x = recv_x.reshape(p * n, -1)
+    # A token picks distinct experts, so at most min(K, e_loc) of its choices are local: keep those slots.
+    k_loc = min(k, e_loc)
+    order = jnp.argsort(recv_e.reshape(p * n, k), axis=-1)[:, :k_loc]
+    local_e = jnp.take_along_axis(recv_e.reshape(p * n, k), order, -1)
+    local_w = jnp.take_along_axis(recv_w.reshape(p * n, k), order, -1)
+    layout = grouped.plan(local_e, e_loc + 1, impl, null_expert=True)
+    rows = grouped.gather_rows(rows_x, layout)
+    hidden = jax.nn.silu(grouped.grouped_matmul(rows, w_gate, layout)) * grouped.grouped_matmul(
+        rows, w_up, layout)
+    down = grouped.grouped_matmul(hidden, w_down, layout)
+    # Combine in the compute dtype with fp32 accumulation (grouped.combine's fp32 copy of [P·n, K', D] is the
+    # largest buffer of the layer at DeepSeek's sizes); identical to it in float32.
+    picked = jnp.take(down, layout.slot_row, axis=0)
+    out = jnp.einsum("NKD,NK->ND", picked, local_w.astype(picked.dtype), preferred_element_type=jnp.float32)
+    if axis_size(jax.sharding.get_abstract_mesh(), "tensor") > 1:
+        out = jax.lax.psum(out, "tensor")  # the down projection was split over its F dimension
+    back = jax.lax.all_to_all(out.astype(x.dtype).reshape(p, n, -1), "expert", 0, 0, tiled=True)
+    return back.astype(jnp.float32).sum(0)
+
+
+def routed_experts_ep(x: Float[Array, "B T D"], experts: Int[Array, "B T K"], weights: Float[Array, "B T K"],
+                      w_gate: Float[Array, "E D F"], w_up: Float[Array, "E D F"], w_down: Float[Array, "E F D"],
+                      impl: str, mesh) -> Float[Array, "B T D"]:
+    """Σ_k w_k·Expert_{e_k}(x) with the experts split over `expert`; float32 out, like the single-device path."""
+    batch = P(BATCH_AXES)
+    tp = "tensor" if axis_size(mesh, "tensor") > 1 else None
+
+    def body(x, experts, weights, w_gate, w_up, w_down):
+        b, t, d = x.shape
+        out = _local(x.reshape(b * t, d), experts.reshape(b * t, -1), weights.reshape(b * t, -1),
+                     w_gate, w_up, w_down, impl)
+        return out.reshape(b, t, d)
+
+    return jax.shard_map(
+        body, mesh=mesh,
+        in_specs=(batch, batch, batch, P("expert", None, tp), P("expert", None, tp), P("expert", tp, None)),
+        out_specs=batch,
+    )(x, experts, weights, w_gate, w_up, w_down)
