@@ -92,7 +92,10 @@ class ModelConfig:
     dtype: str = "bfloat16"  # activation / matmul dtype
     param_dtype: str = "float32"
     remat_policy: str = "full"
-    moe_impl: str = "auto"  # auto: ragged_dot on GPU/TPU, padded tiles on CPU
+    # Layers per iteration of the layer scan: 1 keeps compile time flat in depth (the large configs); a small
+    # model on CPU runs faster fully unrolled (no stacked residual buffers), at a longer compile.
+    scan_unroll: int = 1
+    moe_impl: str = "auto"  # auto: ragged_dot on GPU/TPU, "tiled" on CPU (eva_jax/nn/grouped.py)
     # "pallas": the flash MLA kernel (GPU/TPU, or interpret mode); "auto": the kernel where it compiles.
     attention_impl: str = "xla"
     # "fp8": dense projections through the block-scaled FP8 kernel (its jnp reference where no kernel runs).
@@ -121,6 +124,7 @@ class ModelConfig:
         _require(self.topk_method in TOPK_METHODS, f"model.topk_method={self.topk_method!r}: expected one of {TOPK_METHODS}")
         _require(self.dtype in DTYPES, f"model.dtype={self.dtype!r}: expected one of {DTYPES}")
         _require(self.param_dtype in DTYPES, f"model.param_dtype={self.param_dtype!r}: expected one of {DTYPES}")
+        _require(self.scan_unroll >= 1, f"model.scan_unroll={self.scan_unroll} must be a positive integer")
         _require(self.remat_policy in REMAT_POLICIES, f"model.remat_policy={self.remat_policy!r}: expected one of {REMAT_POLICIES}")
         _require(self.moe_impl in MOE_IMPLS, f"model.moe_impl={self.moe_impl!r}: expected one of {MOE_IMPLS}")
         _require(self.attention_impl in ATTENTION_IMPLS,

@@ -6,6 +6,8 @@ Same math as `eva_jax.nn` (the same rms_norm, rope, router, grouped matmul), arr
   * decode / verify: a few new tokens per row attend to the cache in the absorbed form (reference §2.4):
     W_UK is folded into the query, so scores are taken against the C-dim latent directly, and W_UV is applied
     after the attention-weighted sum of latents. K and V are never materialised.
+When model.attention_impl picks Pallas, prefill runs the flash kernel and decode / verify the paged decode
+kernel (paged_kernel.py), which reads the latents straight from the pages.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from eva_jax.config import ModelConfig
-from eva_jax.infer import cache
+from eva_jax.infer import cache, paged_kernel
 from eva_jax.nn import grouped
-from eva_jax.nn.attention import mla_attention
+from eva_jax.nn.attention import causal_attention, mla_attention
 from eva_jax.nn.layers import linear
 from eva_jax.nn.mla import LATENT_NORM_EPS
 from eva_jax.nn.mlp import swiglu
@@ -72,49 +74,74 @@ def _query(cfg: ModelConfig, p: Params, x: Float[Array, "B T D"]) -> Float[Array
 def attention(cfg: ModelConfig, p: Params, x: Float[Array, "B T D"], cos: Array, sin: Array, pages: cache.Pages,
               rows: Rows, prefill: bool) -> tuple[Float[Array, "B T D"], cache.Pages]:
     """MLA for tokens at `rows.positions` (contiguous per row); stores their (c_n, rotated k_r) in this layer's
-    pages. The pages are read before they are written, so XLA updates them in place instead of copying."""
+    pages."""
     n, c = cfg.qk_nope_head_dim, cfg.kv_lora_rank
     q = _query(cfg, p, x)
     q_nope, q_rope = q[..., :n], apply_rope(q[..., n:], cos[:, :, None], sin[:, :, None], cfg.rope_interleave)
     z = _linear(cfg, x, p["wkv_a"])
     latent_BTC = rms_norm(z[..., :c], p["kv_norm"]["scale"], LATENT_NORM_EPS)
     k_rope_BTR = apply_rope(z[..., c:], cos, sin, cfg.rope_interleave)
-    w_uk_HNC, w_uv_HCV = p["w_uk"], p["w_uv"]
-    t = x.shape[1]
-    # The new tokens see each other causally, and only the ones that are real (not padding).
-    valid = rows.valid
-    mask_new = jnp.tril(jnp.ones((t, t), bool))[None] & valid[:, None, :]
-    f32 = jnp.float32
     if prefill:
-        # A prompt starts at position 0, so its keys are its own tokens: the training-path computation.
-        k_nope = jnp.einsum("BTC,HNC->BTHN", latent_BTC, w_uk_HNC)
-        v = jnp.einsum("BTC,HCV->BTHV", latent_BTC, w_uv_HCV)
-        out_BTHV = mla_attention(q_nope, q_rope, k_nope, k_rope_BTR, v, mask_new, cfg.softmax_scale)
+        out_BTHV = _prefill_attention(cfg, p, q_nope, q_rope, latent_BTC, k_rope_BTR, rows.valid)
+        pages = cache.write(pages, latent_BTC, k_rope_BTR, rows.positions, rows.valid, rows.page_table)
     else:
-        latent_BSC, k_rope_BSR = cache.read(pages, rows.page_table)
-        q_latent = jnp.einsum("BTHN,HNC->BTHC", q_nope, w_uk_HNC)
-        # Scores are laid out [B, S, T, H] so the cached latent is the matmul's left operand as stored: no
-        # copy of it is transposed, whatever the context length.
-        old = (jnp.einsum("BSC,BTHC->BSTH", latent_BSC, q_latent, preferred_element_type=f32)
-               + jnp.einsum("BSR,BTHR->BSTH", k_rope_BSR, q_rope, preferred_element_type=f32))
-        new = (jnp.einsum("BUC,BTHC->BUTH", latent_BTC, q_latent, preferred_element_type=f32)
-               + jnp.einsum("BUR,BTHR->BUTH", k_rope_BTR, q_rope, preferred_element_type=f32))
-        # Cached slots before the first new position; later ones may hold stale entries.
-        b, s = latent_BSC.shape[:2]
-        mask_old = jnp.broadcast_to(jnp.arange(s)[None, :, None] < rows.positions[:, None, :1], (b, s, t))
-        mask = jnp.concatenate([mask_old, jnp.swapaxes(mask_new, 1, 2)], 1)[..., None]  # [B, S+U, T, 1]
-        scores = jnp.where(mask, jnp.concatenate([old, new], 1) * cfg.softmax_scale, jnp.finfo(f32).min)
-        probs = jax.nn.softmax(scores, axis=1).astype(x.dtype)
-        out_BTHC = (jnp.einsum("BSTH,BSC->BTHC", probs[:, :s], latent_BSC)
-                    + jnp.einsum("BUTH,BUC->BTHC", probs[:, s:], latent_BTC))
-        out_BTHV = jnp.einsum("BTHC,HCV->BTHV", out_BTHC, w_uv_HCV)
-        # The write must come after the read. Without a data dependency XLA cannot order them and copies the
-        # whole pool (every step, every layer); making the stored flags depend on the output orders them.
-        # As a side effect a token whose attention output is not finite is not cached.
-        valid = valid & jnp.isfinite(out_BTHV).all(axis=(2, 3))
-    pages = cache.write(pages, latent_BTC, k_rope_BTR, rows.positions, valid, rows.page_table)
+        out_BTHV, pages = _cached_attention(cfg, p, q_nope, q_rope, latent_BTC, k_rope_BTR, pages, rows)
     b, t = out_BTHV.shape[:2]
     return _linear(cfg, out_BTHV.reshape(b, t, -1), p["wo"].reshape(-1, cfg.hidden_size)), pages
+
+
+def _new_token_mask(valid: Bool[Array, "B T"]) -> Bool[Array, "B T T"]:
+    """The new tokens see each other causally, and only the ones that are real (not padding)."""
+    t = valid.shape[1]
+    return jnp.tril(jnp.ones((t, t), bool))[None] & valid[:, None, :]
+
+
+def _prefill_attention(cfg: ModelConfig, p: Params, q_nope: Array, q_rope: Array, latent_BTC: Array,
+                       k_rope_BTR: Array, valid: Bool[Array, "B T"]) -> Float[Array, "B T H V"]:
+    """A prompt starts at position 0, so its keys are its own tokens: the training-path computation (the flash
+    kernel when model.attention_impl picks Pallas; right padding sits after every real query, so causality
+    alone hides it from them)."""
+    k_nope = jnp.einsum("BTC,HNC->BTHN", latent_BTC, p["w_uk"])
+    v = jnp.einsum("BTC,HCV->BTHV", latent_BTC, p["w_uv"])
+    if paged_kernel.uses_pallas(cfg):
+        return causal_attention(cfg, q_nope, q_rope, k_nope, k_rope_BTR, v, None)
+    return mla_attention(q_nope, q_rope, k_nope, k_rope_BTR, v, _new_token_mask(valid), cfg.softmax_scale)
+
+
+def _cached_attention(cfg: ModelConfig, p: Params, q_nope: Array, q_rope: Array, latent_BTC: Array,
+                      k_rope_BTR: Array, pages: cache.Pages, rows: Rows) -> tuple[Float[Array, "B T H V"], cache.Pages]:
+    """New tokens against the cache plus each other, in the absorbed form: through the Pallas paged kernel
+    (paged_kernel.py) or in XLA, where the pages are read before they are written so that XLA updates them in
+    place instead of copying."""
+    f32 = jnp.float32
+    q_latent = jnp.einsum("BTHN,HNC->BTHC", q_nope, p["w_uk"])
+    kernel = paged_kernel.kernel_choice(cfg, pages.latent.shape[1])
+    if kernel is not None:
+        # The kernel reads the new tokens' keys from the cache, so they are stored first.
+        pages = cache.write(pages, latent_BTC, k_rope_BTR, rows.positions, rows.valid, rows.page_table)
+        out_BTHC = paged_kernel.attend(cfg, kernel, q_latent, q_rope, pages, rows.positions, rows.page_table)
+        return jnp.einsum("BTHC,HCV->BTHV", out_BTHC, p["w_uv"]), pages
+    latent_BSC, k_rope_BSR = cache.read(pages, rows.page_table)
+    # Scores are laid out [B, S, T, H] so the cached latent is the matmul's left operand as stored: no
+    # copy of it is transposed, whatever the context length.
+    old = (jnp.einsum("BSC,BTHC->BSTH", latent_BSC, q_latent, preferred_element_type=f32)
+           + jnp.einsum("BSR,BTHR->BSTH", k_rope_BSR, q_rope, preferred_element_type=f32))
+    new = (jnp.einsum("BUC,BTHC->BUTH", latent_BTC, q_latent, preferred_element_type=f32)
+           + jnp.einsum("BUR,BTHR->BUTH", k_rope_BTR, q_rope, preferred_element_type=f32))
+    # Cached slots before the first new position; later ones may hold stale entries.
+    (b, s), t = latent_BSC.shape[:2], q_latent.shape[1]
+    mask_old = jnp.broadcast_to(jnp.arange(s)[None, :, None] < rows.positions[:, None, :1], (b, s, t))
+    mask = jnp.concatenate([mask_old, jnp.swapaxes(_new_token_mask(rows.valid), 1, 2)], 1)[..., None]
+    scores = jnp.where(mask, jnp.concatenate([old, new], 1) * cfg.softmax_scale, jnp.finfo(f32).min)
+    probs = jax.nn.softmax(scores, axis=1).astype(q_latent.dtype)  # [B, S+U, T, H]
+    out_BTHC = (jnp.einsum("BSTH,BSC->BTHC", probs[:, :s], latent_BSC)
+                + jnp.einsum("BUTH,BUC->BTHC", probs[:, s:], latent_BTC))
+    out_BTHV = jnp.einsum("BTHC,HCV->BTHV", out_BTHC, p["w_uv"])
+    # The write must come after the read. Without a data dependency XLA cannot order them and copies the
+    # whole pool (every step, every layer); making the stored flags depend on the output orders them.
+    # As a side effect a token whose attention output is not finite is not cached.
+    valid = rows.valid & jnp.isfinite(out_BTHV).all(axis=(2, 3))
+    return out_BTHV, cache.write(pages, latent_BTC, k_rope_BTR, rows.positions, valid, rows.page_table)
 
 
 def _mlp(cfg: ModelConfig, p: Params, x: Array) -> Array:
@@ -147,7 +174,7 @@ def moe(cfg: ModelConfig, p: Params, x: Float[Array, "B T D"]) -> Float[Array, "
         up = jnp.einsum("MiD,MDF->MiF", rows_M1D, jnp.take(w_up, chosen, axis=0))
         out = jnp.einsum("MiF,MFD->MiD", jax.nn.silu(gate) * up, jnp.take(w_down, chosen, axis=0))
         routed = jnp.einsum("NKD,NK->ND", out.reshape(b * t, k, d).astype(jnp.float32), routing.weights)
-    elif b * t * k <= DENSE_PAIRS * e and grouped.resolve_impl(cfg.moe_impl) == "padded":
+    elif b * t * k <= DENSE_PAIRS * e and grouped.resolve_impl(cfg.moe_impl) != "ragged":
         one_hot = jax.nn.one_hot(routing.experts, e, dtype=jnp.float32)
         combine_NE = jnp.einsum("NK,NKE->NE", routing.weights, one_hot)
         # Batched over E with the tokens broadcast: the weights are read as stored ([E, D, F]); the einsum

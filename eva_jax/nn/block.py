@@ -49,5 +49,5 @@ def layer_stack(cfg: ModelConfig, moe: bool, length: int, name: str) -> nn.Modul
         block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
     scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                       in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=length,
-                      metadata_params={nn.PARTITION_NAME: "layers"})
+                      metadata_params={nn.PARTITION_NAME: "layers"}, unroll=min(cfg.scan_unroll, max(length, 1)))
     return scanned(cfg, moe, name=name)

@@ -8,7 +8,8 @@ Three exact layouts behind one interface:
   * "tiled": the padded row layout, but a loop over only the tiles in use, one expert's weights read per
     tile, with a hand-written backward of the same form. Memory is rows + weights (no per-tile weight copies,
     which at DeepSeek-V3's 7168×2048 experts are 29 MB a tile) and work follows the real rows, not the static
-    bound — the CPU stand-in for a grouped GEMM kernel at scale (the 671B dry run uses it).
+    bound. The CPU default ("auto"): the v3_small train step runs 1.6× faster than with "padded", and it is the
+    memory-sane stand-in for a grouped GEMM kernel at scale (the 671B dry run uses it).
 `plan` builds the layout from the router's choices; `gather_rows`, `grouped_matmul` and `combine` use it.
 A plan may declare its last expert a null expert (expert parallelism sends padding there): its rows are
 invalid, never computed and come out zero, so the weights need no zero expert appended.
@@ -41,7 +42,7 @@ class Layout:
 def resolve_impl(impl: str) -> str:
     if impl != "auto":
         return impl
-    return "padded" if jax.default_backend() == "cpu" else "ragged"
+    return "tiled" if jax.default_backend() == "cpu" else "ragged"
 
 
 def tile_size(rows: int, num_experts: int) -> int:
