@@ -90,6 +90,11 @@ class Tokenizer:
         meta = json.loads((root / META_FILE).read_text())
         return cls(tokenizers.Tokenizer.from_file(str(root / TOKENIZER_FILE)), meta["chat_template"], meta["name"])
 
+    @classmethod
+    def from_json(cls, tokenizer_json: str, chat_template: str, name: str) -> Tokenizer:
+        """A tokenizer from the text of its tokenizer.json, as checkpoints store it next to the weights."""
+        return cls(tokenizers.Tokenizer.from_str(tokenizer_json), chat_template, name)
+
 
 def deepseek_v3_chat_template() -> str:
     return json.loads(_deepseek_files()[1].read_text())["chat_template"]

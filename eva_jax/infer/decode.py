@@ -109,7 +109,8 @@ def _prefill_attention(cfg: ModelConfig, p: Params, q_nope: Array, q_rope: Array
 
 
 def _cached_attention(cfg: ModelConfig, p: Params, q_nope: Array, q_rope: Array, latent_BTC: Array,
-                      k_rope_BTR: Array, pages: cache.Pages, rows: Rows) -> tuple[Float[Array, "B T H V"], cache.Pages]:
+                      k_rope_BTR: Array, pages: cache.Pages,
+                      rows: Rows) -> tuple[Float[Array, "B T H V"], cache.Pages]:
     """New tokens against the cache plus each other, in the absorbed form: through the Pallas paged kernel
     (paged_kernel.py) or in XLA, where the pages are read before they are written so that XLA updates them in
     place instead of copying."""

@@ -46,17 +46,28 @@ def find_tokenizer(directory: Path, vocab_size: int) -> Tokenizer | None:
 
 
 def _orbax(workdir: Path) -> tuple[Config, Any, Tokenizer | None]:
+    """The newest complete checkpoint of a training workdir, through the training package's reader (imported
+    only here, so serving a Hugging Face checkpoint never loads Orbax)."""
     module_name, function = TRAIN_HOOK
-    if importlib.util.find_spec("eva_jax.train") is None or importlib.util.find_spec(module_name) is None:
-        raise CheckpointNotFound(f"{workdir} is an Orbax training workdir, and reading those needs the training "
-                                 f"module (eva_jax.train), which this installation lacks. Export the run to a "
-                                 f"Hugging Face checkpoint with eva_jax.to_hf and pass that directory instead.")
-    load = getattr(importlib.import_module(module_name), function, None)
+    load = None
+    if importlib.util.find_spec("eva_jax.train") is not None and importlib.util.find_spec(module_name) is not None:
+        load = getattr(importlib.import_module(module_name), function, None)
     if load is None:
-        raise CheckpointNotFound(f"{workdir} is an Orbax training workdir; serving one is not supported yet "
-                                 f"({module_name}.{function} does not exist). Export the run to a Hugging Face "
-                                 f"checkpoint with eva_jax.to_hf and pass that directory instead.")
-    return load(workdir)
+        raise CheckpointNotFound(f"{workdir} is an Orbax training workdir, and reading those needs "
+                                 f"{module_name}.{function}, which this installation lacks. Export the run to a "
+                                 f"Hugging Face checkpoint with eva_jax.to_hf and pass that directory instead.")
+    try:
+        return load(workdir)
+    except FileNotFoundError as err:  # no completed checkpoint yet: the reader's sentence says what to do
+        raise CheckpointNotFound(str(err)) from None
+
+
+def _is_workdir(directory: Path) -> bool:
+    """A run that has not saved yet still has its config.json (an Eva Config, which has a `train` section)."""
+    try:
+        return "train" in json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def load_checkpoint(path: str | Path, dtype: str = "float32") -> tuple[Config, Any, Tokenizer | None]:
@@ -70,7 +81,7 @@ def load_checkpoint(path: str | Path, dtype: str = "float32") -> tuple[Config, A
 
         cfg, params = from_hf(directory, dtype=dtype)
         return cfg, params, find_tokenizer(directory, cfg.model.vocab_size)
-    if (directory / "checkpoints").is_dir():
+    if (directory / "checkpoints").is_dir() or _is_workdir(directory):
         return _orbax(directory)
     raise CheckpointNotFound(f"{directory} holds neither a Hugging Face checkpoint (config.json + *.safetensors) "
                              f"nor a training workdir (checkpoints/)")

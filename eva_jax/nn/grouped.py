@@ -104,17 +104,32 @@ def grouped_matmul(rows: Float[Array, "R I"], w: Float[Array, "E I O"], layout: 
     if layout.tile_expert is None:
         return jax.lax.ragged_dot(rows, w, layout.group_sizes)
     if layout.looped:
+        # Inside shard_map the rows vary over the batch axes and the weights only over `expert`: widen both
+        # to one variance here, so the hand-written backward needs no collectives (autodiff adds the psum).
+        rows, w = (_varying(a, rows, w) for a in (rows, w))
         return _tile_loop(rows, w, layout.tile_expert, layout.used_tiles, layout.tile)
     tiles = rows.reshape(-1, layout.tile, rows.shape[-1])
     out = jnp.einsum("ntI,nIO->ntO", tiles, jnp.take(w, layout.tile_expert, axis=0))
     return out.reshape(rows.shape[0], w.shape[-1])
 
 
+def _variance(x: Array) -> frozenset:
+    return jax.typeof(x).manual_axis_type.varying
+
+
+def _varying(x: Array, *like: Array) -> Array:
+    """`x` marked as varying over every manual mesh axis any of `like` varies over (a no-op outside shard_map);
+    loop carries must match the variance of what the loop body makes of them."""
+    axes = frozenset().union(*(_variance(a) for a in like))
+    missing = tuple(sorted(axes - _variance(x)))
+    return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _tile_loop(rows: Float[Array, "R I"], w: Float[Array, "E I O"], tile_expert: Int[Array, " NT"],
                used: Int[Array, ""], tile: int) -> Float[Array, "R O"]:
     """rows[tile i] @ w[tile_expert[i]] for i < used; later rows are zero."""
-    out = jnp.zeros((rows.shape[0], w.shape[-1]), jnp.result_type(rows, w))
+    out = _varying(jnp.zeros((rows.shape[0], w.shape[-1]), jnp.result_type(rows, w)), rows, w, tile_expert)
 
     def body(i, out):
         y = jnp.dot(jax.lax.dynamic_slice_in_dim(rows, i * tile, tile), w[tile_expert[i]])
@@ -130,8 +145,9 @@ def _tile_loop_fwd(rows, w, tile_expert, used, tile):
 def _tile_loop_bwd(tile, saved, d_out):
     """d_rows[tile i] = d_out[tile i] @ w[e_i]ᵀ;  d_w[e_i] += rows[tile i]ᵀ @ d_out[tile i] (fp32 accumulator)."""
     rows, w, tile_expert, used = saved
-    d_rows = jnp.zeros(rows.shape, jnp.result_type(d_out, w))
-    d_w = jnp.zeros(w.shape, jnp.float32)
+    like = (rows, w, d_out, tile_expert)
+    d_rows = _varying(jnp.zeros(rows.shape, jnp.result_type(d_out, w)), *like)
+    d_w = _varying(jnp.zeros(w.shape, jnp.float32), *like)
 
     def body(i, carry):
         d_rows, d_w = carry

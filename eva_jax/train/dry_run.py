@@ -59,6 +59,7 @@ def _report(cfg: Config, devices: int, hbm_gb: float) -> str:
     from eva_jax.parallel.rules import use
     from eva_jax.parallel.mesh import batch_shards, describe_shape, make_mesh
     from eva_jax.parallel.sharding import batch_spec, check_batch, state_shardings
+    from eva_jax.train.metrics import train_flops_per_token
     from eva_jax.train.optim import make_optimizer
     from eva_jax.train.step import make_train_step
 
@@ -92,8 +93,10 @@ def _report(cfg: Config, devices: int, hbm_gb: float) -> str:
     args_b, temp_b = mem.argument_size_in_bytes, mem.temp_size_in_bytes
     out_b, alias_b = mem.output_size_in_bytes, mem.alias_size_in_bytes
     peak = args_b + temp_b + out_b - alias_b
+    unit, scale = ("GB", GB) if peak >= GB else ("MB", 1e6)
     tokens = micro * t
     flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    model_flops = train_flops_per_token(cfg) * tokens / batch_shards(mesh)
     m = cfg.model
     lines = [
         f"dry run: {cfg.name} on mesh {describe_shape(mesh)} ({devices} simulated devices), mesh.rules={cfg.mesh.rules}, "
@@ -103,14 +106,17 @@ def _report(cfg: Config, devices: int, hbm_gb: float) -> str:
         f"micro-batch: {micro} × {t} tokens ({tokens // batch_shards(mesh)} tokens per device); "
         f"global batch {cfg.train.global_batch} = {cfg.train.global_batch // micro} micro-batches (compiled with 1: "
         f"the accumulation scan carries, it does not stack)",
-        "per-device memory (GB):",
-        f"  parameters       {params_b / GB:8.2f}  (param_dtype={m.param_dtype})",
-        f"  optimizer state  {opt_b / GB:8.2f}  (moment_dtype={cfg.optim.moment_dtype})",
-        f"  arguments        {args_b / GB:8.2f}  (state + batch)",
-        f"  temporaries      {temp_b / GB:8.2f}  (gradient accumulator, activations, dispatch buffers)",
-        f"  outputs          {out_b / GB:8.2f}  (aliased with donated inputs: {alias_b / GB:.2f})",
-        f"  peak estimate    {peak / GB:8.2f}  of {hbm_gb:.0f} GB -> {'FITS' if peak <= hbm_gb * GB else 'DOES NOT FIT'}",
-        f"FLOPs per device per micro-batch (XLA cost analysis): {flops:.3e}",
+        f"per-device memory ({unit}):",
+        f"  parameters       {params_b / scale:8.2f}  (param_dtype={m.param_dtype})",
+        f"  optimizer state  {opt_b / scale:8.2f}  (moment_dtype={cfg.optim.moment_dtype})",
+        f"  arguments        {args_b / scale:8.2f}  (state + batch)",
+        f"  temporaries      {temp_b / scale:8.2f}  (gradient accumulator, activations, dispatch buffers)",
+        f"  outputs          {out_b / scale:8.2f}  (aliased with donated inputs: {alias_b / scale:.2f})",
+        f"  peak estimate    {peak / scale:8.2f}  of {hbm_gb * GB / scale:.0f} {unit} -> "
+        f"{'FITS' if peak <= hbm_gb * GB else 'DOES NOT FIT'}",
+        f"FLOPs per device per micro-batch: {model_flops:.3e} model (6·activated + attention, "
+        f"{train_flops_per_token(cfg) / 1e9:.0f} GFLOP/token; with remat=full the step also recomputes the "
+        f"forward); XLA cost analysis: {flops:.3e} (counts each loop body once)",
         f"time: lower {lowered_s:.1f}s, compile {compile_s:.1f}s",
     ]
     return "\n".join(lines)

@@ -123,6 +123,7 @@ def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
 
     The state lives on the mesh of `cfg.mesh` (parameters, optimizer state and batches sharded by
     eva_jax.parallel.rules); with several processes each reads its own rows of every batch."""
+    run_began = time.perf_counter()  # "elapsed_s" counts set-up (tokenizer, data, compile) too
     distributed.initialize()
     workdir = Path(workdir) if workdir is not None else default_workdir(cfg)
     _check_same_run(cfg, workdir)
@@ -158,6 +159,7 @@ def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
                       "lr": float(plan.lr[step]), "batch": int(plan.batch[step]),
                       "tokens": int(plan.tokens_before[step]) + tokens, "tokens_per_s": tokens / seconds,
                       "mfu": flops_per_token * tokens / seconds / peak if peak else 0.0,
+                      "elapsed_s": time.perf_counter() - run_began,
                       "max_vio": [float(v) for vs in metrics["max_vio"].values() for v in np.atleast_1d(vs)]}
             done = step + 1
             if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
