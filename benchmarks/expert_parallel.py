@@ -23,6 +23,7 @@ import jax.numpy as jnp  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 import eva_jax  # noqa: E402
+from eva_jax.nn import grouped  # noqa: E402
 from eva_jax.nn.moe import MoE  # noqa: E402
 from eva_jax.parallel.mesh import BATCH_AXES, make_mesh  # noqa: E402
 from benchmarks.report import append_section  # noqa: E402
@@ -53,7 +54,7 @@ def moe_layer(tokens: int) -> list[str]:
     grad = jax.jit(jax.grad(loss))
     rows = []
     single = timed(grad, params, x)
-    rows.append(("1 device (padded grouped matmul)", single))
+    rows.append((f"1 device ({grouped.resolve_impl(cfg.model.moe_impl)} grouped matmul)", single))
     for name, sets in (("data=8 (GSPMD, experts replicated)", {"mesh.data": 8}),
                        ("expert=8 (all-to-all dispatch)", {"mesh.data": 1, "mesh.expert": 8}),
                        ("data=2×expert=4", {"mesh.data": 2, "mesh.expert": 4})):

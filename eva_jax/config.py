@@ -101,6 +101,13 @@ class ModelConfig:
     # "fp8": dense projections through the block-scaled FP8 kernel (its jnp reference where no kernel runs).
     matmul: str = "bf16"
     kernel_interpret: bool = False  # run Pallas kernels in interpret mode (CPU tests)
+    # XLA attention over query blocks of this many rows (0: the whole sequence at once). Each block's scores
+    # are [B, H, chunk, T] instead of [B, H, T, T] and are recomputed in the backward pass: at 4K tokens and
+    # 128 heads the unchunked fp32 scores are 8.6 GB a copy. The same numbers either way.
+    attention_chunk: int = 0
+    # Expert-parallel dispatch over blocks of this many tokens per device (0: all at once). The dropless
+    # exchange buffers scale with the tokens dispatched together (P·n·K rows), so blocks bound them.
+    moe_chunk_tokens: int = 0
     # Node-limited routing (reference §4.3): a token's experts come from at most this many of the n_group
     # expert groups (a group = the experts one node hosts when the `expert` mesh axis spans n_group nodes),
     # groups scored by the sum of their top ceil(K/M) biased affinities. 0 = no node limit.
@@ -124,6 +131,9 @@ class ModelConfig:
         _require(self.topk_method in TOPK_METHODS, f"model.topk_method={self.topk_method!r}: expected one of {TOPK_METHODS}")
         _require(self.dtype in DTYPES, f"model.dtype={self.dtype!r}: expected one of {DTYPES}")
         _require(self.param_dtype in DTYPES, f"model.param_dtype={self.param_dtype!r}: expected one of {DTYPES}")
+        _require(self.attention_chunk >= 0 and self.moe_chunk_tokens >= 0,
+                 f"model.attention_chunk={self.attention_chunk} and model.moe_chunk_tokens={self.moe_chunk_tokens} "
+                 "must be ≥ 0 (0: no chunking)")
         _require(self.scan_unroll >= 1, f"model.scan_unroll={self.scan_unroll} must be a positive integer")
         _require(self.remat_policy in REMAT_POLICIES, f"model.remat_policy={self.remat_policy!r}: expected one of {REMAT_POLICIES}")
         _require(self.moe_impl in MOE_IMPLS, f"model.moe_impl={self.moe_impl!r}: expected one of {MOE_IMPLS}")

@@ -46,5 +46,33 @@ def causal_attention(cfg: ModelConfig, q_nope: Float[Array, "B T H N"], q_rope: 
         return flash_mla(q_nope, q_rope, k_nope, k_rope, v, segment_ids, cfg.softmax_scale,
                          interpret=choice.interpret, flavour=choice.flavour)
     t = q_nope.shape[1]
+    if 0 < cfg.attention_chunk < t and t % cfg.attention_chunk == 0:
+        return _query_blocks(q_nope, q_rope, k_nope, k_rope, v, segment_ids, cfg.softmax_scale, cfg.attention_chunk)
     return mla_attention(q_nope, q_rope, k_nope, k_rope, v, attention_mask(t, t, segment_ids, segment_ids),
                          cfg.softmax_scale)
+
+
+def _query_blocks(q_nope: Float[Array, "B T H N"], q_rope: Float[Array, "B T H R"],
+                  k_nope: Float[Array, "B T H N"], k_rope: Float[Array, "B T R"], v: Float[Array, "B T H V"],
+                  segment_ids: Int[Array, "B T"] | None, scale: float, chunk: int) -> Float[Array, "B T H V"]:
+    """mla_attention one block of `chunk` query rows at a time against all keys (each row's softmax is whole,
+    so the result is the same), the blocks rematerialised in the backward pass: peak scores memory falls by
+    T / chunk."""
+    b, t = q_nope.shape[:2]
+    blocks = t // chunk
+
+    def split(x):  # [B, T, ...] -> [blocks, B, chunk, ...]
+        return jnp.moveaxis(x.reshape(b, blocks, chunk, *x.shape[2:]), 1, 0)
+
+    seg = segment_ids if segment_ids is not None else jnp.zeros((b, t), jnp.int32)
+
+    @jax.checkpoint
+    def block(args):
+        qn, qr, seg_q, start = args
+        mask = (jnp.arange(t)[None, :] <= (jnp.arange(chunk)[:, None] + start))[None]
+        mask = mask & (seg_q[:, :, None] == seg[:, None, :])
+        return mla_attention(qn, qr, k_nope, k_rope, v, mask, scale)
+
+    starts = jnp.arange(blocks, dtype=jnp.int32) * chunk
+    out = jax.lax.map(block, (split(q_nope), split(q_rope), split(seg), starts))
+    return jnp.moveaxis(out, 0, 1).reshape(b, t, *out.shape[3:])

@@ -50,7 +50,7 @@ class MoE(nn.Module):
                 k = routing.experts.shape[-1]
                 routed = expert_parallel.routed_experts_ep(
                     x, routing.experts.reshape(b, t, k), routing.weights.reshape(b, t, k), w_gate, w_up, w_down,
-                    cfg.moe_impl, mesh)
+                    cfg.moe_impl, mesh, cfg.moe_chunk_tokens)
             else:
                 routed = routed_experts(x.reshape(b * t, d), routing, w_gate, w_up, w_down, cfg.moe_impl)
         out = routed.astype(x.dtype).reshape(b, t, d)

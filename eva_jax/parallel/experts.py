@@ -80,16 +80,27 @@ def _local(x: Float[Array, "n D"], experts: Int[Array, "n K"], weights: Float[Ar
 
 def routed_experts_ep(x: Float[Array, "B T D"], experts: Int[Array, "B T K"], weights: Float[Array, "B T K"],
                       w_gate: Float[Array, "E D F"], w_up: Float[Array, "E D F"], w_down: Float[Array, "E F D"],
-                      impl: str, mesh) -> Float[Array, "B T D"]:
-    """Σ_k w_k·Expert_{e_k}(x) with the experts split over `expert`; float32 out, like the single-device path."""
+                      impl: str, mesh, chunk: int = 0) -> Float[Array, "B T D"]:
+    """Σ_k w_k·Expert_{e_k}(x) with the experts split over `expert`; float32 out, like the single-device path.
+    `chunk` > 0 dispatches each device's tokens in blocks of that many (model.moe_chunk_tokens)."""
     batch = P(BATCH_AXES)
     tp = "tensor" if axis_size(mesh, "tensor") > 1 else None
 
     def body(x, experts, weights, w_gate, w_up, w_down):
         b, t, d = x.shape
-        out = _local(x.reshape(b * t, d), experts.reshape(b * t, -1), weights.reshape(b * t, -1),
-                     w_gate, w_up, w_down, impl)
-        return out.reshape(b, t, d)
+        n = b * t
+        flat = (x.reshape(n, d), experts.reshape(n, -1), weights.reshape(n, -1))
+        if not 0 < chunk < n or n % chunk:
+            return _local(*flat, w_gate, w_up, w_down, impl).reshape(b, t, d)
+
+        # Blocks of `chunk` tokens, one exchange each, recomputed in the backward pass: the dispatch buffers
+        # (P·chunk·K' rows) replace P·n·K' ones.
+        @jax.checkpoint
+        def block(args):
+            return _local(*args, w_gate, w_up, w_down, impl)
+
+        blocks = jax.lax.map(block, tuple(a.reshape(n // chunk, chunk, *a.shape[1:]) for a in flat))
+        return blocks.reshape(b, t, d)
 
     return jax.shard_map(
         body, mesh=mesh,

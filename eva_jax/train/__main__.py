@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, TokenizerError, guard.TooLarge) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # The loop's `finally` has already waited for any save in flight; resuming is re-running the command.
+        print("\ninterrupted: completed checkpoints are kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
     last = result.history[-1] if result.history else None
     if last:
         print(f"done: step {last['step']}, loss {last['loss']:.4f}; workdir {result.workdir}")

@@ -16,7 +16,7 @@ from eva_jax.train.step import make_train_step
 
 SETS = {"train.batch_start": 16, "train.global_batch": 16, "train.micro_batch": 8, "train.steps": 3,
         "model.num_layers": 2, "model.n_routed_experts": 16, "model.num_experts_per_tok": 4,
-        "optim.warmup_frac": 0.0}
+        "optim.warmup_frac": 0.0, "model.remat_policy": "none"}
 STEPS = 3
 
 

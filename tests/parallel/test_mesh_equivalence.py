@@ -15,7 +15,8 @@ from eva_jax.parallel.sharding import shard_batch, state_shardings
 from eva_jax.train.step import init_state, make_train_step
 
 SETS = {"train.batch_start": 16, "train.global_batch": 16, "train.micro_batch": 8, "model.num_layers": 2,
-        "model.n_routed_experts": 16, "model.num_experts_per_tok": 4, "model.num_mtp_layers": 2}
+        "model.n_routed_experts": 16, "model.num_experts_per_tok": 4, "model.num_mtp_layers": 2,
+        "model.remat_policy": "none"}  # remat is checked elsewhere (tests/nn); without it each mesh compiles faster
 MESHES = {
     "data=8": {"mesh.data": 8},
     "fsdp=8": {"mesh.data": 1, "mesh.fsdp": 8, "mesh.rules": "fsdp"},
