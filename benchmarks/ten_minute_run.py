@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 from pathlib import Path
@@ -52,7 +53,8 @@ def main() -> None:
 
     lines = summary(records, args.minutes)
     png = plot.render(workdir, Path(args.png).resolve())
-    lines += [f"Curves: `{png.relative_to(ROOT)}` (`python -m eva_jax.train.plot {args.workdir} --out {args.png}`)."]
+    rel = lambda path: os.path.relpath(path, ROOT)  # noqa: E731
+    lines += [f"Curves: `{rel(png)}` (`python -m eva_jax.train.plot {rel(workdir)} --out {rel(png)}`)."]
     append_section(f"Default training run (v3_small, stdlib corpus): the first {args.minutes:g} minutes", lines)
 
 

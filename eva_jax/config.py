@@ -216,9 +216,14 @@ class DataConfig:
     heldout_fraction: float = 0.02  # share of files kept for held-out loss
     seed: int = 0
     bpe_train_bytes: int = 12_000_000  # corpus bytes used to train a BPE tokenizer
+    # Documents longer than this many characters are cut at line ends into pieces that are shuffled (and get
+    # BOS/EOS and FIM) as documents of their own: one 700 KB file would otherwise fill dozens of consecutive
+    # batches of a small run. 0: never cut.
+    max_doc_chars: int = 16_384
 
     def __post_init__(self) -> None:
         _fraction("data.fim_rate", self.fim_rate)
+        _require(self.max_doc_chars >= 0, f"data.max_doc_chars={self.max_doc_chars} must be ≥ 0 (0: never cut)")
         _require(0.0 < self.heldout_fraction < 1.0, f"data.heldout_fraction={self.heldout_fraction} must be in (0, 1)")
 
 

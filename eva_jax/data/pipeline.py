@@ -49,20 +49,36 @@ def _sample_texts(docs: Sequence[str], indices: list[int], budget: int) -> list[
     return texts
 
 
+def pieces(docs: Sequence[str], indices: list[int], max_chars: int) -> list[tuple[int, int, int]]:
+    """(document, start, stop) character spans: whole documents, the long ones cut after the last line end
+    within each `max_chars` window (a hard cut where a window holds none)."""
+    out = []
+    for doc in indices:
+        text, start = docs[doc], 0
+        while max_chars and len(text) - start > max_chars:
+            cut = text.rfind("\n", start, start + max_chars) + 1
+            cut = cut if cut > start else start + max_chars
+            out.append((doc, start, cut))
+            start = cut
+        out.append((doc, start, len(text)))
+    return out
+
+
 def rows(cfg: Config, docs: Sequence[str], indices: list[int], tokenizer: Tokenizer, *, train: bool,
          process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
     """Micro-batches {"tokens", "tokens_segment_ids", "tokens_positions"} of shape [micro_batch, seq_len + 1]."""
     seed, fim_rate = cfg.data.seed, cfg.data.fim_rate
-    ds = grain.MapDataset.source(indices)
+    ds = grain.MapDataset.source(pieces(docs, indices, cfg.data.max_doc_chars))
     if train:
         ds = ds.shuffle(seed=seed).repeat(None)  # reshuffled every epoch
     ds = ds[process_index::process_count]
 
-    def tokenize(i: int, doc: int) -> dict[str, np.ndarray]:
+    def tokenize(i: int, piece: tuple[int, int, int]) -> dict[str, np.ndarray]:
         # A per-element generator keyed by (seed, element index) keeps FIM decisions stable across resumes.
         rng = np.random.default_rng([seed, i])
-        return {"tokens": np.asarray(document_tokens(docs[doc], tokenizer, rng, fim_rate if train else 0.0),
-                                     np.int32)}
+        doc, start, stop = piece
+        text = docs[doc][start:stop]
+        return {"tokens": np.asarray(document_tokens(text, tokenizer, rng, fim_rate if train else 0.0), np.int32)}
 
     packed = grain.experimental.ConcatThenSplitIterDataset(
         ds.map_with_index(tokenize).to_iter_dataset(), length_struct={"tokens": cfg.train.seq_len + 1})

@@ -72,3 +72,18 @@ def test_isolated_attention_over_a_packed_row_equals_each_document_alone():
         alone = model.apply({"params": params}, jnp.asarray(doc[None]), with_mtp=False)["logits"][0]
         np.testing.assert_allclose(packed[offset: offset + len(doc)], alone, rtol=1e-5, atol=1e-5)
         offset += len(doc)
+
+
+def test_long_documents_are_cut_at_line_ends_into_pieces_that_cover_them():
+    from eva_jax.data.pipeline import pieces
+
+    long = "".join(f"line {i} " + "x" * (i % 13) + "\n" for i in range(400))
+    docs = ["short\n", long, "y" * 50]  # the last one has no line end: hard cuts
+    spans = pieces(docs, [0, 1, 2], 100)
+    assert spans[0] == (0, 0, 6)
+    for doc in (1, 2):
+        mine = [(a, b) for d, a, b in spans if d == doc]
+        assert "".join(docs[doc][a:b] for a, b in mine) == docs[doc]  # nothing lost, nothing repeated
+        assert all(b - a <= 100 for a, b in mine) and len(mine) > 1 or len(docs[doc]) <= 100
+    assert all(docs[1][b - 1] == "\n" for d, a, b in spans if d == 1)
+    assert pieces(docs, [1], 0) == [(1, 0, len(long))]
