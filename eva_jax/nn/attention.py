@@ -46,7 +46,7 @@ def causal_attention(cfg: ModelConfig, q_nope: Float[Array, "B T H N"], q_rope: 
         return flash_mla(q_nope, q_rope, k_nope, k_rope, v, segment_ids, cfg.softmax_scale,
                          interpret=choice.interpret, flavour=choice.flavour)
     t = q_nope.shape[1]
-    if 0 < cfg.attention_chunk < t and t % cfg.attention_chunk == 0:
+    if 0 < cfg.attention_chunk < t:
         return _query_blocks(q_nope, q_rope, k_nope, k_rope, v, segment_ids, cfg.softmax_scale, cfg.attention_chunk)
     return mla_attention(q_nope, q_rope, k_nope, k_rope, v, attention_mask(t, t, segment_ids, segment_ids),
                          cfg.softmax_scale)
@@ -57,11 +57,14 @@ def _query_blocks(q_nope: Float[Array, "B T H N"], q_rope: Float[Array, "B T H R
                   segment_ids: Int[Array, "B T"] | None, scale: float, chunk: int) -> Float[Array, "B T H V"]:
     """mla_attention one block of `chunk` query rows at a time against all keys (each row's softmax is whole,
     so the result is the same), the blocks rematerialised in the backward pass: peak scores memory falls by
-    T / chunk."""
+    T / chunk. A last partial block is padded with query rows whose outputs are dropped (the MTP modules see
+    T − k tokens)."""
     b, t = q_nope.shape[:2]
-    blocks = t // chunk
+    blocks = -(-t // chunk)
+    pad = blocks * chunk - t
 
     def split(x):  # [B, T, ...] -> [blocks, B, chunk, ...]
+        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
         return jnp.moveaxis(x.reshape(b, blocks, chunk, *x.shape[2:]), 1, 0)
 
     seg = segment_ids if segment_ids is not None else jnp.zeros((b, t), jnp.int32)
@@ -75,4 +78,4 @@ def _query_blocks(q_nope: Float[Array, "B T H N"], q_rope: Float[Array, "B T H R
 
     starts = jnp.arange(blocks, dtype=jnp.int32) * chunk
     out = jax.lax.map(block, (split(q_nope), split(q_rope), split(seg), starts))
-    return jnp.moveaxis(out, 0, 1).reshape(b, t, *out.shape[3:])
+    return jnp.moveaxis(out, 0, 1).reshape(b, blocks * chunk, *out.shape[3:])[:, :t]

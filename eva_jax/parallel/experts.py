@@ -90,17 +90,20 @@ def routed_experts_ep(x: Float[Array, "B T D"], experts: Int[Array, "B T K"], we
         b, t, d = x.shape
         n = b * t
         flat = (x.reshape(n, d), experts.reshape(n, -1), weights.reshape(n, -1))
-        if not 0 < chunk < n or n % chunk:
+        if not 0 < chunk < n:
             return _local(*flat, w_gate, w_up, w_down, impl).reshape(b, t, d)
 
         # Blocks of `chunk` tokens, one exchange each, recomputed in the backward pass: the dispatch buffers
-        # (P·chunk·K' rows) replace P·n·K' ones.
+        # (P·chunk·K' rows) replace P·n·K' ones. Padding tokens (a last partial block) carry zero routing
+        # weights, so they add nothing, and their rows are dropped.
         @jax.checkpoint
         def block(args):
             return _local(*args, w_gate, w_up, w_down, impl)
 
-        blocks = jax.lax.map(block, tuple(a.reshape(n // chunk, chunk, *a.shape[1:]) for a in flat))
-        return blocks.reshape(b, t, d)
+        blocks = -(-n // chunk)
+        padded = (jnp.pad(a, [(0, blocks * chunk - n)] + [(0, 0)] * (a.ndim - 1)) for a in flat)
+        out = jax.lax.map(block, tuple(a.reshape(blocks, chunk, *a.shape[1:]) for a in padded))
+        return out.reshape(blocks * chunk, d)[:n].reshape(b, t, d)
 
     return jax.shard_map(
         body, mesh=mesh,

@@ -15,7 +15,8 @@ from eva_jax.parallel.mesh import make_mesh
 E, D, F, K = 16, 16, 8, 4
 
 
-@pytest.mark.parametrize("impl, chunk", [("tiled", 0), ("tiled", 3), ("padded", 2), ("ragged", 3)])
+# 6 tokens per device: blocks of 3 and 2 divide them, 4 leaves a padded partial block.
+@pytest.mark.parametrize("impl, chunk", [("tiled", 0), ("tiled", 3), ("padded", 2), ("ragged", 3), ("tiled", 4)])
 def test_chunked_expert_parallel_equals_one_device(impl, chunk):
     cfg = eva_jax.load_config("v3_tiny", **{"mesh.data": 2, "mesh.expert": 4, "model.n_routed_experts": E})
     mesh = make_mesh(cfg.mesh)
