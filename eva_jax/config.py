@@ -101,12 +101,10 @@ class ModelConfig:
     # "fp8": dense projections through the block-scaled FP8 kernel (its jnp reference where no kernel runs).
     matmul: str = "bf16"
     kernel_interpret: bool = False  # run Pallas kernels in interpret mode (CPU tests)
-    # XLA attention over query blocks of this many rows (0: the whole sequence at once). Each block's scores
-    # are [B, H, chunk, T] instead of [B, H, T, T] and are recomputed in the backward pass: at 4K tokens and
-    # 128 heads the unchunked fp32 scores are 8.6 GB a copy. The same numbers either way.
+    # Memory bounds, same numbers either way (0: off). XLA attention over query blocks of this many rows
+    # (scores [B, H, chunk, T], recomputed in the backward pass; at 4K × 128 heads whole fp32 scores are 8.6 GB);
+    # expert-parallel dispatch over blocks of this many tokens (the dropless buffers hold P·n·K rows).
     attention_chunk: int = 0
-    # Expert-parallel dispatch over blocks of this many tokens per device (0: all at once). The dropless
-    # exchange buffers scale with the tokens dispatched together (P·n·K rows), so blocks bound them.
     moe_chunk_tokens: int = 0
     # Node-limited routing (reference §4.3): a token's experts come from at most this many of the n_group
     # expert groups (a group = the experts one node hosts when the `expert` mesh axis spans n_group nodes),

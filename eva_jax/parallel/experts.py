@@ -19,7 +19,7 @@ from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int
 
 from eva_jax.nn import grouped
-from eva_jax.parallel.mesh import BATCH_AXES, axis_size
+from eva_jax.parallel.mesh import BATCH_AXES, axis_size, batch_shards
 
 
 def active_mesh():
@@ -31,12 +31,7 @@ def active_mesh():
 def applies(mesh, batch: int) -> bool:
     """Expert parallelism runs when the mesh has an expert axis > 1 and the batch splits over the batch axes
     (decoding a single row, say, falls back to the GSPMD path)."""
-    if mesh is None or axis_size(mesh, "expert") == 1:
-        return False
-    shards = 1
-    for a in BATCH_AXES:
-        shards *= axis_size(mesh, a)
-    return batch % shards == 0
+    return mesh is not None and axis_size(mesh, "expert") > 1 and batch % batch_shards(mesh) == 0
 
 
 def _local(x: Float[Array, "n D"], experts: Int[Array, "n K"], weights: Float[Array, "n K"],

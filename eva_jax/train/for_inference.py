@@ -22,7 +22,7 @@ from eva_jax.overrides import from_dict
 
 
 class NoCheckpoint(FileNotFoundError):
-    pass
+    """A workdir without a finished checkpoint (the serve/generate CLIs turn it into "train first")."""
 
 
 def newest_step(workdir: Path) -> tuple[ocp.CheckpointManager, int]:
