@@ -40,7 +40,9 @@ class Transformer(nn.Module):
     def __call__(self, tokens: Int[Array, "B T"], positions: Int[Array, "B T"] | None = None,
                  segment_ids: Int[Array, "B T"] | None = None, with_mtp: bool = True) -> dict:
         """Returns {"logits": [B,T,V] f32, "hidden": post-norm [B,T,D], "moe": per-layer stats stacked on L,
-        "mtp_logits": [ [B,T-k,V] for k=1..D ], "mtp_moe": [stats per depth]}."""
+        "mtp_logits": [ [B,T-k,V] for k=1..D ], "mtp_hidden": what each depth feeds the head, "mtp_moe": [stats
+        per depth]}. Under jit, logits nobody reads are never computed (the training loss reads the hidden
+        states: eva_jax/train/head_loss.py)."""
         b, t = tokens.shape
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
@@ -54,7 +56,8 @@ class Transformer(nn.Module):
         if self.cfg.num_moe_layers:
             h, moe_stats = self.moe_layers(h, cos, sin, segment_ids)
         h = self.final_norm(h)
-        out = {"logits": self.head(h), "hidden": h, "moe": moe_stats, "mtp_logits": [], "mtp_moe": []}
+        out = {"logits": self.head(h), "hidden": h, "moe": moe_stats, "mtp_logits": [], "mtp_hidden": [],
+               "mtp_moe": []}
         if with_mtp:
             for k, module in enumerate(self.mtp, start=1):
                 with jax.named_scope(f"mtp_{k}"):
@@ -63,5 +66,6 @@ class Transformer(nn.Module):
                     seg = None if segment_ids is None else segment_ids[:, k:]
                     h, stats = module(h[:, : t - k], emb, cos[:, k:], sin[:, k:], seg)
                 out["mtp_logits"].append(self.head(h))
+                out["mtp_hidden"].append(h)
                 out["mtp_moe"].append(stats)
         return out

@@ -8,6 +8,7 @@ from jaxtyping import Array, Float, Int
 
 from eva_jax.config import Config
 from eva_jax.nn.model import Transformer
+from eva_jax.train.head_loss import head_cross_entropy
 
 
 def cross_entropy(logits: Float[Array, "B T V"], targets: Int[Array, "B T"],
@@ -33,9 +34,10 @@ def objective(params, batch: dict, mtp_lambda: Float[Array, ""], cfg: Config) ->
     """(total loss, aux) for one micro-batch; aux carries the parts and the per-layer expert counts."""
     out = Transformer(cfg.model).apply({"params": params}, batch["inputs"], positions=batch.get("positions"),
                                        segment_ids=batch.get("segment_ids"), with_mtp=True)
-    main = cross_entropy(out["logits"], batch["targets"], target_mask(batch))
-    mtp_losses = [cross_entropy(logits, batch["targets"][:, k:], target_mask(batch, k))
-                  for k, logits in enumerate(out["mtp_logits"], start=1)]
+    head = params["lm_head"]
+    main = head_cross_entropy(out["hidden"], head, batch["targets"], target_mask(batch))
+    mtp_losses = [head_cross_entropy(h, head, batch["targets"][:, k:], target_mask(batch, k))
+                  for k, h in enumerate(out["mtp_hidden"], start=1)]
     mtp = jnp.mean(jnp.stack(mtp_losses)) if mtp_losses else jnp.zeros(())
     balance = jnp.zeros(())
     if out["moe"]:

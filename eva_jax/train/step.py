@@ -12,7 +12,8 @@ import optax
 
 from eva_jax.api import Params
 from eva_jax.config import Config
-from eva_jax.train.loss import cross_entropy, objective, target_mask
+from eva_jax.train.head_loss import head_cross_entropy
+from eva_jax.train.loss import objective, target_mask
 from eva_jax.nn.model import Transformer
 from eva_jax.parallel.rules import constrain_like_params
 
@@ -108,4 +109,4 @@ def heldout_loss(params: Params, batch: dict, cfg: Config) -> jax.Array:
     """Main next-token loss of one held-out micro-batch."""
     out = Transformer(cfg.model).apply({"params": params}, batch["inputs"], positions=batch.get("positions"),
                                        segment_ids=batch.get("segment_ids"), with_mtp=False)
-    return cross_entropy(out["logits"], batch["targets"], target_mask(batch))
+    return head_cross_entropy(out["hidden"], params["lm_head"], batch["targets"], target_mask(batch))

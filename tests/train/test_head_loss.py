@@ -1,0 +1,52 @@
+"""The chunked head cross-entropy equals cross_entropy of the full logits: loss and gradients, several chunks
+with a padded last one, a mask with holes, and inside a larger differentiated expression."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from eva_jax.train import head_loss
+from eva_jax.train.loss import cross_entropy
+
+
+def setup(b=3, t=13, d=16, v=40, dtype=jnp.float32):
+    k = jax.random.split(jax.random.PRNGKey(0), 4)
+    h = jax.random.normal(k[0], (b, t, d)).astype(dtype)
+    w = (jax.random.normal(k[1], (d, v)) / 3).astype(dtype)
+    targets = jax.random.randint(k[2], (b, t), 0, v)
+    mask = (jax.random.uniform(k[3], (b, t)) > 0.3).astype(jnp.float32)
+    return h, w, targets, mask
+
+
+def reference(h, w, targets, mask):
+    logits = jnp.einsum("BTD,DV->BTV", h, w.astype(h.dtype), preferred_element_type=jnp.float32)
+    return cross_entropy(logits, targets, mask)
+
+
+@pytest.mark.parametrize("chunk_logits", [8 * 40, 1 << 22])  # 8-row chunks (5 of them, last padded), one chunk
+def test_loss_and_gradients_equal_the_full_logits_form(monkeypatch, chunk_logits):
+    monkeypatch.setattr(head_loss, "CHUNK_LOGITS", chunk_logits)
+    h, w, targets, mask = setup()
+
+    def outer(fn):  # the loss inside a larger expression, so the cotangent is not 1
+        return lambda h, w: 3.0 * fn(jnp.tanh(h), w, targets, mask) ** 2
+
+    ours = jax.value_and_grad(outer(head_loss.head_cross_entropy), argnums=(0, 1))(h, w)
+    want = jax.value_and_grad(outer(reference), argnums=(0, 1))(h, w)
+    np.testing.assert_allclose(ours[0], want[0], rtol=1e-6)
+    for got, exp in zip(ours[1], want[1]):
+        np.testing.assert_allclose(got, exp, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(jax.jit(head_loss.head_cross_entropy)(h, w, targets, mask),
+                               reference(h, w, targets, mask), rtol=1e-6)
+
+
+def test_all_masked_is_zero_and_bf16_is_close():
+    h, w, targets, mask = setup()
+    assert float(head_loss.head_cross_entropy(h, w, targets, jnp.zeros_like(mask))) == 0.0
+    hb, wb = h.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+    g = jax.grad(head_loss.head_cross_entropy, argnums=(0, 1))(hb, wb, targets, mask)
+    g_ref = jax.grad(reference, argnums=(0, 1))(hb, wb, targets, mask)
+    assert g[0].dtype == jnp.bfloat16 and g[1].dtype == jnp.bfloat16
+    for got, exp in zip(g, g_ref):
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(exp, np.float32), rtol=2e-2, atol=2e-3)
