@@ -16,7 +16,7 @@ SCORING_FUNCS = ("sigmoid", "softmax")
 TOPK_METHODS = ("noaux_tc", "group_limited_greedy", "greedy")
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
-MOE_IMPLS = ("auto", "ragged", "padded", "tiled")
+MOE_IMPLS = ("auto", "ragged", "padded", "tiled", "slab")
 ATTENTION_IMPLS = ("xla", "pallas", "auto")
 MATMULS = ("bf16", "fp8")
 
@@ -95,7 +95,7 @@ class ModelConfig:
     # Layers per iteration of the layer scan: 1 keeps compile time flat in depth (the large configs); a small
     # model on CPU runs faster fully unrolled (no stacked residual buffers), at a longer compile.
     scan_unroll: int = 1
-    moe_impl: str = "auto"  # auto: ragged_dot on GPU/TPU, "tiled" on CPU (eva_jax/nn/grouped.py)
+    moe_impl: str = "auto"  # auto: ragged_dot on GPU/TPU, "slab" on CPU (eva_jax/nn/grouped.py)
     # "pallas": the flash MLA kernel (GPU/TPU, or interpret mode); "auto": the kernel where it compiles.
     attention_impl: str = "xla"
     # "fp8": dense projections through the block-scaled FP8 kernel (its jnp reference where no kernel runs).

@@ -23,7 +23,7 @@ def setup(n=40, d=16, f=8, seed=0, skew=0.0):
     return x, r, ws
 
 
-@pytest.mark.parametrize("impl", ["ragged", "padded", "tiled"])
+@pytest.mark.parametrize("impl", ["ragged", "padded", "tiled", "slab"])
 @pytest.mark.parametrize("skew", [0.0, 5.0])
 def test_grouped_equals_dense_reference(impl, skew):
     x, r, (wg, wu, wd) = setup(skew=skew)
@@ -31,7 +31,7 @@ def test_grouped_equals_dense_reference(impl, skew):
     np.testing.assert_allclose(ours, dense_moe(x, r.weights, r.experts, wg, wu, wd), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("impl", ["ragged", "padded", "tiled"])
+@pytest.mark.parametrize("impl", ["ragged", "padded", "tiled", "slab"])
 def test_grouped_gradients_equal_dense_reference(impl):
     x, r, ws = setup(n=24)
 
@@ -56,7 +56,7 @@ def test_padded_layout_keeps_every_assignment():
     np.testing.assert_array_equal(tile_experts, np.asarray(r.experts).ravel())
 
 
-@pytest.mark.parametrize("impl", ["ragged", "padded", "tiled"])
+@pytest.mark.parametrize("impl", ["ragged", "padded", "tiled", "slab"])
 def test_null_expert_rows_are_zero_and_skipped(impl):
     """Expert parallelism's padding: choices of expert E (one past the weights) come out zero, the rest are
     the plain grouped matmul, forward and backward; "tiled" computes no tile past the real experts."""
