@@ -80,6 +80,8 @@ def plan(experts: Int[Array, "N K"], num_experts: int, impl: str, null_expert: b
         valid = jnp.arange(m) < starts[real - 1] + sizes[real - 1]  # null rows sort last
         # ragged_dot leaves rows past the last group at zero, so the null expert's rows cost nothing.
         return Layout(order // k, valid, slot_row.reshape(n, k), sizes[:real], None)
+    # Expert parallelism's buffers are mostly padding, so a slab sized by their length would be mostly waste:
+    # with a null expert "slab" is the tile loop.
     if impl == "slab" and not null_expert:
         return _slab_plan(flat, order, sizes, starts, n, k, num_experts)
     tile = tile_size(m, num_experts)
@@ -99,7 +101,7 @@ def plan(experts: Int[Array, "N K"], num_experts: int, impl: str, null_expert: b
     # Tiles of the null expert point at a real one: their rows are zero, so they come out zero.
     tile_expert = jnp.minimum(row_expert[::tile], real - 1)
     return Layout(row_token, valid, slot_row.reshape(n, k), sizes, tile_expert, padded_end[real - 1] // tile,
-                  tile, impl == "tiled")
+                  tile, impl in ("tiled", "slab"))
 
 
 SLAB_OVERFLOW_TILE = 32

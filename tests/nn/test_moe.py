@@ -76,6 +76,7 @@ def test_null_expert_rows_are_zero_and_skipped(impl):
     np.testing.assert_allclose(picked[~null], want[~null], rtol=1e-5, atol=1e-6)
     if impl != "ragged":
         real_rows = int(np.asarray(layout.used_tiles)) * layout.tile
+        assert layout.looped == (impl in ("tiled", "slab"))  # expert parallelism's "slab" is the tile loop
         assert real_rows < out.shape[0] and np.asarray(layout.row_valid)[real_rows:].sum() == 0
     d_x, d_w = jax.grad(lambda x, w: (f(x, w) ** 2).sum(), argnums=(0, 1))(x, wg)
     keep = jnp.asarray(~null, jnp.float32)[..., None]
