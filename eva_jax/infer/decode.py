@@ -22,7 +22,7 @@ from jaxtyping import Array, Bool, Float, Int
 from eva_jax.config import ModelConfig
 from eva_jax.infer import cache, paged_kernel
 from eva_jax.nn import grouped
-from eva_jax.nn.attention import causal_attention, mla_attention
+from eva_jax.nn.attention import causal_attention
 from eva_jax.nn.layers import linear
 from eva_jax.nn.mla import LATENT_NORM_EPS
 from eva_jax.nn.mlp import swiglu
@@ -82,7 +82,7 @@ def attention(cfg: ModelConfig, p: Params, x: Float[Array, "B T D"], cos: Array,
     latent_BTC = rms_norm(z[..., :c], p["kv_norm"]["scale"], LATENT_NORM_EPS)
     k_rope_BTR = apply_rope(z[..., c:], cos, sin, cfg.rope_interleave)
     if prefill:
-        out_BTHV = _prefill_attention(cfg, p, q_nope, q_rope, latent_BTC, k_rope_BTR, rows.valid)
+        out_BTHV = _prefill_attention(cfg, p, q_nope, q_rope, latent_BTC, k_rope_BTR)
         pages = cache.write(pages, latent_BTC, k_rope_BTR, rows.positions, rows.valid, rows.page_table)
     else:
         out_BTHV, pages = _cached_attention(cfg, p, q_nope, q_rope, latent_BTC, k_rope_BTR, pages, rows)
@@ -97,15 +97,13 @@ def _new_token_mask(valid: Bool[Array, "B T"]) -> Bool[Array, "B T T"]:
 
 
 def _prefill_attention(cfg: ModelConfig, p: Params, q_nope: Array, q_rope: Array, latent_BTC: Array,
-                       k_rope_BTR: Array, valid: Bool[Array, "B T"]) -> Float[Array, "B T H V"]:
+                       k_rope_BTR: Array) -> Float[Array, "B T H V"]:
     """A prompt starts at position 0, so its keys are its own tokens: the training-path computation (the flash
-    kernel when model.attention_impl picks Pallas; right padding sits after every real query, so causality
-    alone hides it from them)."""
+    kernel when model.attention_impl picks Pallas, else XLA with the causal key skipping; right padding sits
+    after every real query, so causality alone hides it from them)."""
     k_nope = jnp.einsum("BTC,HNC->BTHN", latent_BTC, p["w_uk"])
     v = jnp.einsum("BTC,HCV->BTHV", latent_BTC, p["w_uv"])
-    if paged_kernel.uses_pallas(cfg):
-        return causal_attention(cfg, q_nope, q_rope, k_nope, k_rope_BTR, v, None)
-    return mla_attention(q_nope, q_rope, k_nope, k_rope_BTR, v, _new_token_mask(valid), cfg.softmax_scale)
+    return causal_attention(cfg, q_nope, q_rope, k_nope, k_rope_BTR, v, None)
 
 
 def _cached_attention(cfg: ModelConfig, p: Params, q_nope: Array, q_rope: Array, latent_BTC: Array,
