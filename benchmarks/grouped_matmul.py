@@ -1,4 +1,4 @@
-"""Grouped (per-expert) matmul on this backend: `ragged_dot` vs the padded-tile and tiled-loop layouts vs a
+"""Grouped (per-expert) matmul on this backend: `ragged_dot` vs the padded-tile, tiled-loop and slab layouts vs a
 dense batched einsum of the same useful FLOPs (the ceiling), forward and forward+backward. Shape: 32 experts, 8K token-rows, 512 -> 256 (the benchmark
 shape's expert up-projection). Writes a section to docs/performance.md.
 
@@ -47,7 +47,7 @@ def main() -> None:
         return jax.jit(f)
 
     rows = []
-    for impl in ("ragged", "padded", "tiled"):
+    for impl in ("ragged", "padded", "tiled", "slab"):
         rows.append((f"{impl} (plan + gather + matmul)", timed(run(impl), x, w, experts), 1))
         rows.append((f"{impl}, forward + backward", timed(run(impl, True), x, w, experts), 3))
     dense_x = jnp.asarray(rng.normal(size=(E, ROWS // E, D_IN)), jnp.float32)
@@ -55,8 +55,9 @@ def main() -> None:
                  timed(jax.jit(lambda a, b: jnp.einsum("ETI,EIO->ETO", a, b)), dense_x, w), 1))
     table = ["| path | ms | useful GFLOP/s |", "|---|---|---|"]
     table += [f"| {name} | {s * 1e3:.1f} | {mult * flops / s / 1e9:.1f} |" for name, s, mult in rows]
-    table += ["", "`model.moe_impl=auto` picks tiled on CPU (it also wins inside the full train step, where "
-              "the padded layout's per-tile weight gathers and their scatter-add backward dominate)."]
+    table += ["", "`model.moe_impl=auto` picks slab on CPU: each expert's first mean-load rows in one batched "
+              "einsum, the rest in the tile loop (it also wins inside the full train step, where the padded "
+              "layout's per-tile weight gathers and their scatter-add backward dominate)."]
     append_section(f"Grouped matmul on {jax.default_backend()}: {E} experts, {ROWS} rows, {D_IN}→{D_OUT} fp32", table)
 
 

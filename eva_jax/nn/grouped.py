@@ -13,7 +13,7 @@ Four exact layouts behind one interface:
   * "slab": a dense [E, C] slab holding each expert's first C rows (C = the mean load), multiplied as one
     batched GEMM, and the rows past C in small tiles of the "tiled" loop. A balanced router puts nearly every
     row in the slab, so the work is one efficient batched matmul over ~M rows. The CPU default ("auto"): the
-    MoE layer's forward + backward is 1.7× faster than "tiled" at the benchmark shape.
+    routed experts' forward + backward take 378 ms against 437 for "tiled" at the benchmark shape.
 `plan` builds the layout from the router's choices; `gather_rows`, `grouped_matmul` and `combine` use it.
 A plan may declare its last expert a null expert (expert parallelism sends padding there): its rows are
 invalid, never computed and come out zero, so the weights need no zero expert appended.
