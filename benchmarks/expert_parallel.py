@@ -98,8 +98,9 @@ def main() -> None:
             f"`python -m eva_jax.train --config=v3_671b --dry-run {sets}`", "", "```", dry_run(cfg), "```", "",
             "Figures are XLA:CPU's buffer assignment for one device's program (simulated devices); a TPU/GPU "
             "compile assigns its own buffers, so treat the margin as an estimate. Without the attention and "
-            "expert-dispatch blocking the same mesh needs 153 GB (the 128-head 4K×4K fp32 scores and the "
-            "dropless exchange buffers of the MTP layer dominate)."])
+            "expert-dispatch blocking the same mesh needed 153 GB when last measured (2026-11-29, before the "
+            "chunked head loss; the 128-head 4K×4K fp32 scores and the dropless exchange buffers of the MTP "
+            "layer dominate)."])
 
 
 if __name__ == "__main__":
