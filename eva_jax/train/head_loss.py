@@ -17,70 +17,88 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-CHUNK_LOGITS = 1 << 22  # fp32 logits per chunk (16 MB): a chunk's softmax stays in a CPU's last-level cache
+CHUNK_LOGITS = 1 << 22  # fp32 logits per chunk and device (16 MB): a chunk's softmax stays in a CPU's cache
 
 
 def head_cross_entropy(h: Float[Array, "B T D"], w: Float[Array, "D V"], targets: Int[Array, "B T"],
                        mask: Float[Array, "B T"]) -> Float[Array, ""]:
-    """Σ mask·(−log softmax(h·w)[target]) / max(Σ mask, 1); logits accumulate in fp32 from h's dtype."""
-    n, d = h.shape[0] * h.shape[1], h.shape[2]
-    rows = _chunk_rows(n, w.shape[1])
-    pad = -n % rows
-    x = jnp.pad(h.reshape(n, d), ((0, pad), (0, 0)))
-    t = jnp.pad(targets.reshape(n), (0, pad))
-    m = jnp.pad(mask.reshape(n).astype(jnp.float32), (0, pad))
-    return _loss(x, w.astype(h.dtype), t, m, rows)
+    """Σ mask·(−log softmax(h·w)[target]) / max(Σ mask, 1); logits accumulate in fp32 from h's dtype.
+
+    Chunks run along T and keep the whole batch axis, so a batch sharded over the mesh stays sharded: each
+    device computes the loss of its own rows (flattening B·T would let the partitioner gather every row to
+    every device). The chunk length is sized by the rows one device holds."""
+    b, t, _ = h.shape
+    chunk = _chunk_length(t, w.shape[1], -(-b // _batch_shards()))
+    pad = -t % chunk
+    x = jnp.pad(h, ((0, 0), (0, pad), (0, 0)))
+    tg = jnp.pad(targets, ((0, 0), (0, pad)))
+    m = jnp.pad(mask.astype(jnp.float32), ((0, 0), (0, pad)))
+    return _loss(x, w.astype(h.dtype), tg, m, chunk)
 
 
-def _chunk_rows(n: int, vocab: int) -> int:
-    rows = max(8, CHUNK_LOGITS // vocab // 8 * 8)
-    return min(rows, -(-n // 8) * 8)
+def _batch_shards() -> int:
+    from eva_jax.parallel.experts import active_mesh
+    from eva_jax.parallel.mesh import batch_shards
+
+    mesh = active_mesh()
+    return 1 if mesh is None else batch_shards(mesh)
 
 
-def _chunks(a: Array, rows: int) -> Array:
-    return a.reshape(-1, rows, *a.shape[1:])
+def _chunk_length(t: int, vocab: int, local_batch: int) -> int:
+    return max(1, min(t, CHUNK_LOGITS // (vocab * local_batch)))
+
+
+def _chunks(a: Array, chunk: int) -> Array:
+    """[B, T, ...] -> [T / chunk, B, chunk, ...]: the scan runs over the first axis."""
+    return jnp.moveaxis(a.reshape(a.shape[0], -1, chunk, *a.shape[2:]), 1, 0)
+
+
+def _unchunk(a: Array) -> Array:
+    a = jnp.moveaxis(a, 0, 1)
+    return a.reshape(a.shape[0], -1, *a.shape[3:])
 
 
 def _nll_and_probs(x: Array, w: Array, t: Array) -> tuple[Array, Array]:
-    """Per-row −log p(target) and the softmax of one chunk of rows."""
-    logits = jnp.dot(x, w, preferred_element_type=jnp.float32)
+    """Per-row −log p(target) and the softmax of one chunk [B, C, ...]."""
+    logits = jnp.einsum("BCD,DV->BCV", x, w, preferred_element_type=jnp.float32)
     top = jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True))
     e = jnp.exp(logits - top)
     total = e.sum(axis=-1, keepdims=True)
-    picked = jnp.take_along_axis(logits, t[:, None], axis=-1)
-    return (jnp.log(total) + top - picked)[:, 0], e / total
+    picked = jnp.take_along_axis(logits, t[..., None], axis=-1)
+    return (jnp.log(total) + top - picked)[..., 0], e / total
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _loss(x, w, t, m, rows: int):
-    def body(total, chunk):
-        xc, tc, mc = chunk
+def _loss(x, w, t, m, chunk: int):
+    def body(total, piece):
+        xc, tc, mc = piece
         nll, _ = _nll_and_probs(xc, w, tc)
         return total + (nll * mc).sum(), None
 
-    total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), (_chunks(x, rows), _chunks(t, rows), _chunks(m, rows)))
+    pieces = (_chunks(x, chunk), _chunks(t, chunk), _chunks(m, chunk))
+    total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), pieces)
     return total / jnp.maximum(m.sum(), 1.0)
 
 
-def _loss_fwd(x, w, t, m, rows):
+def _loss_fwd(x, w, t, m, chunk):
     denom = jnp.maximum(m.sum(), 1.0)
 
-    def body(carry, chunk):
+    def body(carry, piece):
         total, d_w = carry
-        xc, tc, mc = chunk
+        xc, tc, mc = piece
         nll, probs = _nll_and_probs(xc, w, tc)
-        d_logits = (probs - jax.nn.one_hot(tc, w.shape[1], dtype=probs.dtype)) * (mc / denom)[:, None]
+        d_logits = (probs - jax.nn.one_hot(tc, w.shape[1], dtype=probs.dtype)) * (mc / denom)[..., None]
         d_logits = d_logits.astype(x.dtype)
-        d_x = jnp.dot(d_logits, w.T, preferred_element_type=jnp.float32).astype(x.dtype)
-        d_w = d_w + jnp.dot(xc.T, d_logits, preferred_element_type=jnp.float32)
+        d_x = jnp.einsum("BCV,DV->BCD", d_logits, w, preferred_element_type=jnp.float32).astype(x.dtype)
+        d_w = d_w + jnp.einsum("BCD,BCV->DV", xc, d_logits, preferred_element_type=jnp.float32)
         return (total + (nll * mc).sum(), d_w), d_x
 
     init = (jnp.zeros((), jnp.float32), jnp.zeros(w.shape, jnp.float32))
-    (total, d_w), d_x = jax.lax.scan(body, init, (_chunks(x, rows), _chunks(t, rows), _chunks(m, rows)))
-    return total / denom, (d_x.reshape(x.shape), d_w)
+    (total, d_w), d_x = jax.lax.scan(body, init, (_chunks(x, chunk), _chunks(t, chunk), _chunks(m, chunk)))
+    return total / denom, (_unchunk(d_x), d_w)
 
 
-def _loss_bwd(rows, saved, g):
+def _loss_bwd(chunk, saved, g):
     d_x, d_w = saved
     return (g * d_x).astype(d_x.dtype), (g * d_w).astype(d_x.dtype), None, None
 

@@ -24,7 +24,7 @@ def reference(h, w, targets, mask):
     return cross_entropy(logits, targets, mask)
 
 
-@pytest.mark.parametrize("chunk_logits", [8 * 40, 1 << 22])  # 8-row chunks (5 of them, last padded), one chunk
+@pytest.mark.parametrize("chunk_logits", [3 * 2 * 40, 1 << 22])  # chunks of 2 along T (7, last padded), one chunk
 def test_loss_and_gradients_equal_the_full_logits_form(monkeypatch, chunk_logits):
     monkeypatch.setattr(head_loss, "CHUNK_LOGITS", chunk_logits)
     h, w, targets, mask = setup()
@@ -50,3 +50,24 @@ def test_all_masked_is_zero_and_bf16_is_close():
     assert g[0].dtype == jnp.bfloat16 and g[1].dtype == jnp.bfloat16
     for got, exp in zip(g, g_ref):
         np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(exp, np.float32), rtol=2e-2, atol=2e-3)
+
+
+def test_a_batch_sharded_over_the_mesh_stays_sharded():
+    """Under a data=8 mesh each device computes the loss of its own rows: the compiled step gathers no hidden
+    states (flattening B·T would), and the values equal the unsharded ones."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    h, w, targets, mask = setup(b=8, t=12)
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))  # as eva_jax.parallel.mesh makes them
+    rows = NamedSharding(mesh, P("data"))
+    fn = jax.jit(jax.value_and_grad(head_loss.head_cross_entropy, argnums=(0, 1)))
+    with jax.set_mesh(mesh):
+        args = (jax.device_put(h, rows), jax.device_put(w, NamedSharding(mesh, P())),
+                jax.device_put(targets, rows), jax.device_put(mask, rows))
+        hlo = fn.lower(*args).compile().as_text()
+        loss, (d_h, d_w) = fn(*args)
+    assert "all-gather" not in hlo
+    want_loss, (want_h, want_w) = jax.value_and_grad(reference, argnums=(0, 1))(h, w, targets, mask)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+    np.testing.assert_allclose(d_h, want_h, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(d_w, want_w, rtol=1e-5, atol=1e-7)
