@@ -42,7 +42,6 @@ class Layout:
     tile: int = flax.struct.field(pytree_node=False, default=0)
     looped: bool = flax.struct.field(pytree_node=False, default=False)
     slab: int = flax.struct.field(pytree_node=False, default=0)  # rows per expert in the dense slab ("slab")
-    slab_experts: int = flax.struct.field(pytree_node=False, default=0)
 
 
 def resolve_impl(impl: str) -> str:
@@ -132,7 +131,7 @@ def _slab_plan(flat, order, sizes, starts, n: int, k: int, num_experts: int) -> 
     t = jnp.arange(overflow_rows // tile, dtype=jnp.int32) * tile
     tile_expert = jnp.minimum(jnp.searchsorted(over_end, t, side="right"), num_experts - 1).astype(jnp.int32)
     return Layout(row_token, valid, slot_row.reshape(n, k), sizes, tile_expert, over_end[-1] // tile, tile,
-                  True, slab, num_experts)
+                  True, slab)
 
 
 def gather_rows(x: Float[Array, "N D"], layout: Layout) -> Float[Array, "R D"]:
@@ -145,8 +144,8 @@ def grouped_matmul(rows: Float[Array, "R I"], w: Float[Array, "E I O"], layout: 
     if layout.tile_expert is None:
         return jax.lax.ragged_dot(rows, w, layout.group_sizes)
     if layout.slab:
-        base = layout.slab * layout.slab_experts
-        slab = rows[:base].reshape(layout.slab_experts, layout.slab, rows.shape[-1])
+        base = layout.slab * w.shape[0]  # a slab layout has no null expert: every expert has its C rows
+        slab = rows[:base].reshape(w.shape[0], layout.slab, rows.shape[-1])
         dense = jnp.einsum("ECI,EIO->ECO", slab, w).reshape(base, w.shape[-1])
         overflow = _tile_loop(rows[base:], w, layout.tile_expert, layout.used_tiles, layout.tile)
         return jnp.concatenate([dense, overflow.astype(dense.dtype)], axis=0)

@@ -24,9 +24,9 @@ def head_cross_entropy(h: Float[Array, "B T D"], w: Float[Array, "D V"], targets
                        mask: Float[Array, "B T"]) -> Float[Array, ""]:
     """Σ mask·(−log softmax(h·w)[target]) / max(Σ mask, 1); logits accumulate in fp32 from h's dtype.
 
-    Chunks run along T and keep the whole batch axis, so a batch sharded over the mesh stays sharded: each
-    device computes the loss of its own rows (flattening B·T would let the partitioner gather every row to
-    every device). The chunk length is sized by the rows one device holds."""
+    Chunks run along T and keep the whole batch axis, so a batch sharded over the mesh stays sharded and each
+    device computes the loss of its own rows without relying on the partitioner to split a flattened B·T axis;
+    the chunk length is sized by the rows one device holds."""
     b, t, _ = h.shape
     chunk = _chunk_length(t, w.shape[1], -(-b // _batch_shards()))
     pad = -t % chunk
@@ -53,6 +53,10 @@ def _chunks(a: Array, chunk: int) -> Array:
     return jnp.moveaxis(a.reshape(a.shape[0], -1, chunk, *a.shape[2:]), 1, 0)
 
 
+def _pieces(x: Array, t: Array, m: Array, chunk: int) -> tuple[Array, Array, Array]:
+    return _chunks(x, chunk), _chunks(t, chunk), _chunks(m, chunk)
+
+
 def _unchunk(a: Array) -> Array:
     a = jnp.moveaxis(a, 0, 1)
     return a.reshape(a.shape[0], -1, *a.shape[3:])
@@ -75,8 +79,7 @@ def _loss(x, w, t, m, chunk: int):
         nll, _ = _nll_and_probs(xc, w, tc)
         return total + (nll * mc).sum(), None
 
-    pieces = (_chunks(x, chunk), _chunks(t, chunk), _chunks(m, chunk))
-    total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), pieces)
+    total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), _pieces(x, t, m, chunk))
     return total / jnp.maximum(m.sum(), 1.0)
 
 
@@ -94,7 +97,7 @@ def _loss_fwd(x, w, t, m, chunk):
         return (total + (nll * mc).sum(), d_w), d_x
 
     init = (jnp.zeros((), jnp.float32), jnp.zeros(w.shape, jnp.float32))
-    (total, d_w), d_x = jax.lax.scan(body, init, (_chunks(x, chunk), _chunks(t, chunk), _chunks(m, chunk)))
+    (total, d_w), d_x = jax.lax.scan(body, init, _pieces(x, t, m, chunk))
     return total / denom, (_unchunk(d_x), d_w)
 
 

@@ -54,11 +54,12 @@ def test_all_masked_is_zero_and_bf16_is_close():
 
 def test_a_batch_sharded_over_the_mesh_stays_sharded():
     """Under a data=8 mesh each device computes the loss of its own rows: the compiled step gathers no hidden
-    states (flattening B·T would), and the values equal the unsharded ones."""
+    states, and the values equal the unsharded ones."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     h, w, targets, mask = setup(b=8, t=12)
-    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))  # as eva_jax.parallel.mesh makes them
+    # Auto axes, as eva_jax.parallel.mesh makes them.
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     rows = NamedSharding(mesh, P("data"))
     fn = jax.jit(jax.value_and_grad(head_loss.head_cross_entropy, argnums=(0, 1)))
     with jax.set_mesh(mesh):
