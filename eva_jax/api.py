@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import configs  # the registry of named configs, at the top level of the project
 from eva_jax.config import Config, ModelConfig
 from eva_jax.nn.model import Transformer
 from eva_jax.overrides import apply_overrides
@@ -19,8 +20,6 @@ Params = dict[str, Any]
 
 def load_config(name: str, **overrides: Any) -> Config:
     """A named config from `configs/` with dotted overrides, e.g. load_config("v3_tiny", **{"model.num_layers": 4})."""
-    import configs  # the registry sits at the top level of the project
-
     return apply_overrides(configs.resolve(name), overrides)
 
 
@@ -37,9 +36,13 @@ def _example_tokens(cfg: ModelConfig) -> jax.Array:
     return jnp.zeros((1, cfg.num_mtp_layers + 2), jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _init(cfg: ModelConfig, key: jax.Array) -> Params:
+def init_boxed(cfg: ModelConfig, key: jax.Array) -> Params:
+    """The parameters `init_params` returns, still boxed with their logical axis names (unjitted, so a caller
+    can jit it with its own out_shardings)."""
     return Transformer(cfg).init(key, _example_tokens(cfg), with_mtp=True)["params"]
+
+
+_init = jax.jit(init_boxed, static_argnums=0)
 
 
 def init_params(cfg: Config | ModelConfig, seed: int = 0) -> Params:
@@ -49,7 +52,7 @@ def init_params(cfg: Config | ModelConfig, seed: int = 0) -> Params:
 
 def abstract_params(cfg: Config | ModelConfig) -> Params:
     """Parameter shapes and dtypes (boxed with logical axes) without allocating anything."""
-    return jax.eval_shape(lambda: _init.__wrapped__(model_config(cfg), jax.random.PRNGKey(0)))
+    return jax.eval_shape(lambda: init_boxed(model_config(cfg), jax.random.PRNGKey(0)))
 
 
 def param_logical_axes(cfg: Config | ModelConfig) -> Params:

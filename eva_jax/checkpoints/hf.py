@@ -6,6 +6,7 @@ device and released, so peak host memory stays near the size of the result plus 
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections import defaultdict
@@ -55,6 +56,7 @@ def _mtp_present(cfg: ModelConfig, reader: CheckpointReader) -> int:
     return cfg.num_mtp_layers if any(n.startswith(prefix) for n in reader.names()) else 0
 
 
+@functools.lru_cache(maxsize=8)  # tracing the abstract init leaves garbage that would count against streaming
 def _leaf_shapes(cfg: ModelConfig) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
     flat = jax.tree_util.tree_flatten_with_path(nn.unbox(abstract_params(cfg)))[0]
     return {tuple(p.key for p in path): leaf for path, leaf in flat}

@@ -19,7 +19,7 @@ class Entry(NamedTuple):
     hf_name: str
     path: tuple[str, ...]  # Eva leaf path
     index: tuple[int, ...]  # slot inside the leaf: (layer,), (layer, expert), (expert,) or ()
-    layout: str  # copy | linear | heads_out | heads_in
+    layout: str  # copy | linear | heads_out | heads_in | heads_rows
 
 
 def to_eva(x: np.ndarray, layout: str, heads: int) -> np.ndarray:
@@ -32,6 +32,8 @@ def to_eva(x: np.ndarray, layout: str, heads: int) -> np.ndarray:
         return x.reshape(heads, -1, x.shape[-1]).transpose(2, 0, 1)
     if layout == "heads_in":  # [D, H*V] -> [H, V, D]
         return x.reshape(x.shape[0], heads, -1).transpose(1, 2, 0)
+    if layout == "heads_rows":  # [H*K, In] -> [H, K, In]: per head, the rows as stored
+        return x.reshape(heads, -1, x.shape[-1])
     raise ValueError(layout)
 
 
@@ -45,6 +47,8 @@ def to_hf(x: np.ndarray, layout: str) -> np.ndarray:
         return x.transpose(1, 2, 0).reshape(-1, x.shape[0])
     if layout == "heads_in":  # [H, V, D] -> [D, H*V]
         return x.transpose(2, 0, 1).reshape(x.shape[-1], -1)
+    if layout == "heads_rows":  # [H, K, In] -> [H*K, In]
+        return x.reshape(-1, x.shape[-1])
     raise ValueError(layout)
 
 
@@ -62,7 +66,7 @@ def _attention(cfg: ModelConfig, hf: str, path: tuple[str, ...], idx: tuple[int,
         yield Entry(f"{a}.q_b_proj.weight", (*path, "attn", "wq_b"), idx, "heads_out")
     yield Entry(f"{a}.kv_a_proj_with_mqa.weight", (*path, "attn", "wkv_a"), idx, "linear")
     yield Entry(f"{a}.kv_a_layernorm.weight", (*path, "attn", "kv_norm", "scale"), idx, "copy")
-    yield Entry(f"{a}.kv_b_proj.weight", (*path, "attn", "wkv_b"), idx, "heads_out")
+    yield Entry(f"{a}.kv_b_proj.weight", (*path, "attn", "wkv_b"), idx, "heads_rows")
     yield Entry(f"{a}.o_proj.weight", (*path, "attn", "wo"), idx, "heads_in")
     yield Entry(f"{hf}.input_layernorm.weight", (*path, "attn_norm", "scale"), idx, "copy")
     yield Entry(f"{hf}.post_attention_layernorm.weight", (*path, "ffn_norm", "scale"), idx, "copy")

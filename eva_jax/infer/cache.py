@@ -1,27 +1,18 @@
-"""The paged latent cache (reference §2.4): per token and layer only the normalised KV latent c_n (C values)
-and the rotated shared rope key k_r (R values) are kept, in the compute dtype.
-
-Device side, each cache layer has its own arrays of pages ([pages, page_size, C] and [.., R]). Cache layers are
-the main model's L layers followed by the D MTP blocks (each MTP block attends over its own history when
-drafting).
-Page 0 is a trash page: padding tokens write there and unused page-table entries point there, so every
-write and gather has a fixed shape; reads of it are always masked out.
-
-Host side, `PagePool` hands out page ids and takes them back.
+"""The engine's side of the paged latent cache (the model's side, pages and how they are read and written,
+is eva_jax/nn/kv_cache.py): the pool of device pages, one Pages per cache layer — the main model's L layers
+followed by the D MTP blocks (each MTP block attends over its own history when drafting) — in the compute
+dtype; `PagePool`, which hands out page ids on the host and takes them back; page tables; and the accounting.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int
 
 from eva_jax.config import ModelConfig
-
-TRASH_PAGE = 0
+from eva_jax.nn.kv_cache import TRASH_PAGE, Pages
 
 
 def cache_layers(cfg: ModelConfig) -> int:
@@ -32,14 +23,6 @@ def latent_width(cfg: ModelConfig) -> int:
     return cfg.kv_lora_rank + cfg.qk_rope_head_dim
 
 
-class Pages(NamedTuple):
-    """One cache layer: latent [pages, page_size, C] and rope key [pages, page_size, R], kept apart so that
-    attention reads each as a whole array (slicing a joint [.., C + R] array copies it)."""
-
-    latent: Float[Array, "P S C"]
-    rope: Float[Array, "P S R"]
-
-
 def init_pool(cfg: ModelConfig, num_pages: int, page_size: int) -> list[Pages]:
     """Zeroed pages for `num_pages` usable pages plus the trash page, separate buffers per cache layer so
     every layer's write happens in place."""
@@ -47,27 +30,6 @@ def init_pool(cfg: ModelConfig, num_pages: int, page_size: int) -> list[Pages]:
     shape = (num_pages + 1, page_size)
     return [Pages(jnp.zeros((*shape, cfg.kv_lora_rank), dt), jnp.zeros((*shape, cfg.qk_rope_head_dim), dt))
             for _ in range(cache_layers(cfg))]
-
-
-def write(pages: Pages, latent: Float[Array, "B T C"], rope: Float[Array, "B T R"], positions: Int[Array, "B T"],
-          valid: Bool[Array, "B T"], page_table: Int[Array, "B P"]) -> Pages:
-    """Stores each valid token's entries at its position's page and offset; invalid ones go to the trash page."""
-    page_size = pages.latent.shape[1]
-    safe = jnp.clip(positions, 0, page_table.shape[1] * page_size - 1)
-    page = jnp.take_along_axis(page_table, safe // page_size, axis=1)
-    page = jnp.where(valid, page, TRASH_PAGE)
-    offset = safe % page_size
-    return Pages(pages.latent.at[page, offset].set(latent.astype(pages.latent.dtype)),
-                 pages.rope.at[page, offset].set(rope.astype(pages.rope.dtype)))
-
-
-def read(pages: Pages, page_table: Int[Array, "B P"]) -> tuple[Float[Array, "B S C"], Float[Array, "B S R"]]:
-    """Every entry of the sequence's pages, in position order (S = pages·page_size)."""
-    def gather(x):
-        g = x[page_table]  # whole pages: contiguous blocks, not single rows
-        return g.reshape(g.shape[0], g.shape[1] * g.shape[2], g.shape[3])
-
-    return gather(pages.latent), gather(pages.rope)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from eva_jax.config import ModelConfig
-from eva_jax.infer import decode, sampling
-from eva_jax.infer.decode import Rows
+from eva_jax.infer import forward, sampling
+from eva_jax.nn.kv_cache import Rows
 
 Params = dict[str, Any]
 
@@ -62,8 +62,8 @@ def draft_chain(cfg: ModelConfig, params: Params, pool: Array, hidden: Float[Arr
     drafts, probs = [], []
     h = hidden
     for depth in range(1, cfg.num_mtp_layers + 1):
-        h, pool = decode.mtp_forward(cfg, params, depth, pool, h, z[:, depth: depth + w], rows, prefill)
-        logits = decode.head(cfg, params, _row_slice(h, last, 1)[:, 0])
+        h, pool = forward.mtp(cfg, params, depth, pool, h, z[:, depth: depth + w], rows, prefill)
+        logits = forward.head(cfg, params, _row_slice(h, last, 1)[:, 0])
         q = sampling.distribution(logits, samp)
         token = sampling.draw(q, sampling.row_keys(samp, frontier + depth, sampling.DRAFT))
         z = _set_at(z, frontier + depth - base, token)
@@ -107,8 +107,8 @@ def verify_step(cfg: ModelConfig, params: Params, pool: Array, state: DraftState
     x_n = state.tokens[:, -1:]
     positions = n[:, None] + jnp.arange(d + 1)[None]
     rows = Rows(positions, jnp.ones(positions.shape, bool), page_table)
-    h, pool = decode.forward(cfg, params, pool, jnp.concatenate([x_n, state.drafts], 1), rows, prefill=False)
-    tokens, accepted = accept(decode.head(cfg, params, h), state, samp, n)
+    h, pool = forward.main(cfg, params, pool, jnp.concatenate([x_n, state.drafts], 1), rows, prefill=False)
+    tokens, accepted = accept(forward.head(cfg, params, h), state, samp, n)
     frontier = n + accepted + 1
     hidden = jnp.concatenate([state.hidden, h], 1)  # positions n-D..n+D
     z = jnp.concatenate([state.tokens, state.drafts, jnp.zeros((n.shape[0], d + 1), jnp.int32)], 1)

@@ -14,9 +14,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, Int
 
 from eva_jax.config import ModelConfig
-from eva_jax.infer import decode, sampling, speculative
-from eva_jax.infer.decode import Rows
+from eva_jax.infer import forward, sampling, speculative
 from eva_jax.infer.speculative import DraftState
+from eva_jax.nn.kv_cache import Rows
 
 Params = dict[str, Any]
 
@@ -39,9 +39,9 @@ def prefill(cfg: ModelConfig, params: Params, pool: Array, state: DraftState | N
     b, t = tokens.shape
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     rows = Rows(positions, positions < lengths[:, None], page_table)
-    h, pool = decode.forward(cfg, params, pool, tokens, rows, prefill=True)
+    h, pool = forward.main(cfg, params, pool, tokens, rows, prefill=True)
     last = jnp.take_along_axis(h, (lengths - 1)[:, None, None], axis=1)[:, 0]
-    first = sampling.sample(decode.head(cfg, params, last), samp, lengths)
+    first = sampling.sample(forward.head(cfg, params, last), samp, lengths)
     if speculate:
         rows_state, pool = speculative.after_prefill(cfg, params, pool, h, tokens, lengths, first, page_table, samp)
         state = _scatter(state, slots, rows_state)
@@ -53,8 +53,8 @@ def decode_step(cfg: ModelConfig, params: Params, pool: Array, tokens: Int[Array
                 page_table: Int[Array, "B P"], samp: sampling.RowSampling) -> tuple[Array, Array]:
     """Each row's newest token (at `positions`) through the model with the cache; returns the next tokens."""
     rows = Rows(positions[:, None], jnp.ones((positions.shape[0], 1), bool), page_table)
-    h, pool = decode.forward(cfg, params, pool, tokens[:, None], rows, prefill=False)
-    return pool, sampling.sample(decode.head(cfg, params, h[:, 0]), samp, positions + 1)
+    h, pool = forward.main(cfg, params, pool, tokens[:, None], rows, prefill=False)
+    return pool, sampling.sample(forward.head(cfg, params, h[:, 0]), samp, positions + 1)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("pool", "state"))
@@ -65,8 +65,3 @@ def verify_step(cfg: ModelConfig, params: Params, pool: Array, state: DraftState
     rows_state = jax.tree.map(lambda s: s[slots], state)
     tokens, accepted, rows_state, pool = speculative.verify_step(cfg, params, pool, rows_state, n, page_table, samp)
     return pool, _scatter(state, slots, rows_state), tokens, accepted
-
-
-def prepare_params(cfg: ModelConfig, params: Params) -> Params:
-    """The parameter tree the steps take: per-layer weights in the compute dtype (see decode.unstack)."""
-    return decode.unstack(cfg, params)

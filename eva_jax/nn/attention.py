@@ -7,6 +7,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from eva_jax.config import ModelConfig
+from pallas_kernels.backend import resolve
+from pallas_kernels import latent_attention
 
 
 def attention_mask(t: int, s: int, segment_ids_q: Int[Array, "B T"] | None = None,
@@ -41,13 +43,9 @@ def causal_attention(cfg: ModelConfig, q_nope: Float[Array, "B T H N"], q_rope: 
                      segment_ids: Int[Array, "B T"] | None) -> Float[Array, "B T H V"]:
     """Self-attention over one (packed) sequence: the Pallas flash kernel or the XLA form, per
     model.attention_impl."""
-    from pallas_kernels.backend import resolve
-
     choice = resolve("attention", cfg.attention_impl, interpret=cfg.kernel_interpret)
     if choice.use_pallas:
-        from pallas_kernels.latent_attention import flash_mla
-
-        return flash_mla(q_nope, q_rope, k_nope, k_rope, v, segment_ids, cfg.softmax_scale,
+        return latent_attention.flash_mla(q_nope, q_rope, k_nope, k_rope, v, segment_ids, cfg.softmax_scale,
                          interpret=choice.interpret, flavour=choice.flavour)
     t = q_nope.shape[1]
     if 0 < cfg.attention_chunk < t:

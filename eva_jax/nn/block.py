@@ -7,10 +7,12 @@ import jax
 from jaxtyping import Array, Float, Int
 
 from eva_jax.config import ModelConfig
+from eva_jax.nn.kv_cache import Pages, Rows
 from eva_jax.nn.mla import MLA
 from eva_jax.nn.mlp import MLP
 from eva_jax.nn.moe import MoE
 from eva_jax.nn.norms import RMSNorm
+from eva_jax.parallel.rules import MeshRules
 
 REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -20,34 +22,50 @@ REMAT_POLICIES = {
 
 
 class Block(nn.Module):
-    """x = h + MLA(norm(h)); h' = x + FFN(norm(x)), FFN a dense SwiGLU or DeepSeekMoE."""
+    """x = h + MLA(norm(h)); h' = x + FFN(norm(x)), FFN a dense SwiGLU or DeepSeekMoE.
+
+    Returns (h', MoE statistics, the layer's cache pages after this step — None without a cache)."""
 
     cfg: ModelConfig
     moe: bool
+    sharding: MeshRules | None = None
 
     @nn.compact
     def __call__(self, h: Float[Array, "B T D"], cos: Float[Array, "B T R2"], sin: Float[Array, "B T R2"],
-                 segment_ids: Int[Array, "B T"] | None) -> tuple[Float[Array, "B T D"], dict[str, Array]]:
-        cfg = self.cfg
+                 segment_ids: Int[Array, "B T"] | None, cache: Pages | None = None, rows: Rows | None = None,
+                 prefill: bool = False) -> tuple[Float[Array, "B T D"], dict[str, Array], Pages | None]:
+        cfg, sh = self.cfg, self.sharding
         with jax.named_scope("attention"):
-            x = h + MLA(cfg, name="attn")(RMSNorm(cfg.rms_norm_eps, cfg.param_dtype, name="attn_norm")(h), cos, sin, segment_ids)
+            normed = RMSNorm(cfg.rms_norm_eps, cfg.param_dtype, name="attn_norm")(h)
+            attn, cache = MLA(cfg, sh, name="attn")(normed, cos, sin, segment_ids, cache, rows, prefill)
+            x = h + attn
         normed = RMSNorm(cfg.rms_norm_eps, cfg.param_dtype, name="ffn_norm")(x)
         if self.moe:
             with jax.named_scope("moe"):
-                y, stats = MoE(cfg, name="moe")(normed)
+                y, stats = MoE(cfg, sh, name="moe")(normed)
         else:
             with jax.named_scope("mlp"):
-                y, stats = MLP(cfg, cfg.intermediate_size, name="mlp")(normed), {}
-        return x + y, stats
+                y, stats = MLP(cfg, cfg.intermediate_size, sharding=sh, name="mlp")(normed), {}
+        return x + y, stats, cache
 
 
-def layer_stack(cfg: ModelConfig, moe: bool, length: int, name: str) -> nn.Module:
+class ScannedBlock(Block):
+    """Block in nn.scan's (carry, ys) form for the training stacks: the residual stream is carried, the MoE
+    statistics stack on the layer axis. Same parameters as Block (a subclass adds no scope)."""
+
+    def __call__(self, h: Float[Array, "B T D"], cos: Float[Array, "B T R2"], sin: Float[Array, "B T R2"],
+                 segment_ids: Int[Array, "B T"] | None) -> tuple[Float[Array, "B T D"], dict[str, Array]]:
+        h, stats, _ = super().__call__(h, cos, sin, segment_ids)
+        return h, stats
+
+
+def layer_stack(cfg: ModelConfig, moe: bool, length: int, sharding: MeshRules | None, name: str) -> nn.Module:
     """`length` Blocks under nn.scan (parameters stacked on a leading "layers" axis) and the remat policy,
     so compile time does not grow with depth."""
-    block = Block
+    block = ScannedBlock
     if cfg.remat_policy != "none":
-        block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
+        block = nn.remat(ScannedBlock, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
     scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                       in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=length,
                       metadata_params={nn.PARTITION_NAME: "layers"}, unroll=min(cfg.scan_unroll, max(length, 1)))
-    return scanned(cfg, moe, name=name)
+    return scanned(cfg, moe, sharding, name=name)

@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 
 from eva_jax.config import ModelConfig
-
-
-def dtype_of(name: str) -> jnp.dtype:
-    return jnp.dtype(name)
+from eva_jax.parallel.rules import MeshRules
+from pallas_kernels.backend import resolve
+from pallas_kernels.fp8_matmul import fp8_matmul
+from pallas_kernels.fp8_matmul_ref import fp8_matmul_ref
 
 
 def compute_dtype(cfg: ModelConfig) -> jnp.dtype:
@@ -28,9 +28,10 @@ def param(module: nn.Module, name: str, shape: Sequence[int], axes: tuple[str, .
           init: nn.initializers.Initializer, dtype: jnp.dtype) -> jax.Array:
     """Declares a parameter whose dimensions carry logical axis names (used by the sharding rules)."""
     assert len(shape) == len(axes), (name, shape, axes)
-    from eva_jax.parallel.rules import constrain_param  # identity outside a sharded step
-
-    return constrain_param(module.param(name, nn.with_logical_partitioning(init, axes), tuple(shape), dtype), axes)
+    value = module.param(name, nn.with_logical_partitioning(init, axes), tuple(shape), dtype)
+    # A module given a mesh (its `sharding` attribute) pins each weight to its spec where it is used.
+    sharding: MeshRules | None = getattr(module, "sharding", None)
+    return value if sharding is None else sharding.constrain_param(value, axes)
 
 
 def kernel(module: nn.Module, cfg: ModelConfig, name: str, shape: Sequence[int], axes: tuple[str, ...]) -> jax.Array:
@@ -43,10 +44,6 @@ def linear(x: jax.Array, w: jax.Array, cfg: ModelConfig) -> jax.Array:
     """x @ w for a 2-D kernel [in, out]; through the FP8 block-scaled kernel when model.matmul == "fp8"."""
     if cfg.matmul != "fp8":
         return x @ w
-    from pallas_kernels.backend import resolve
-    from pallas_kernels.fp8_matmul import fp8_matmul
-    from pallas_kernels.fp8_matmul_ref import fp8_matmul_ref
-
     choice = resolve("fp8_matmul", "auto", interpret=cfg.kernel_interpret)
     if choice.use_pallas:
         return fp8_matmul(x, w, interpret=choice.interpret, flavour=choice.flavour)

@@ -8,6 +8,7 @@ from jaxtyping import Array, Float
 
 from eva_jax.config import ModelConfig
 from eva_jax.nn.layers import kernel, linear
+from eva_jax.parallel.rules import MeshRules
 
 
 def swiglu(x: Float[Array, "... D"], w_gate: Float[Array, "D F"], w_up: Float[Array, "D F"],
@@ -19,6 +20,7 @@ class MLP(nn.Module):
     cfg: ModelConfig
     width: int
     axis: str = "mlp"
+    sharding: MeshRules | None = None
 
     @nn.compact
     def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:

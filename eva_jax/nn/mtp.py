@@ -9,20 +9,26 @@ from jaxtyping import Array, Float, Int
 
 from eva_jax.config import ModelConfig
 from eva_jax.nn.block import Block
+from eva_jax.nn.kv_cache import Pages, Rows
 from eva_jax.nn.layers import kernel, linear
 from eva_jax.nn.norms import RMSNorm
+from eva_jax.parallel.rules import MeshRules
 
 
 class MTPModule(nn.Module):
     cfg: ModelConfig
+    sharding: MeshRules | None = None
 
     @nn.compact
     def __call__(self, h_prev: Float[Array, "B T D"], emb: Float[Array, "B T D"], cos: Float[Array, "B T R2"],
-                 sin: Float[Array, "B T R2"], segment_ids: Int[Array, "B T"] | None) -> tuple[Float[Array, "B T D"], dict]:
+                 sin: Float[Array, "B T R2"], segment_ids: Int[Array, "B T"] | None, cache: Pages | None = None,
+                 rows: Rows | None = None, prefill: bool = False
+                 ) -> tuple[Float[Array, "B T D"], dict[str, Array], Pages | None]:
         cfg = self.cfg
         eps, pdt = cfg.rms_norm_eps, cfg.param_dtype
         # Embedding first: the order the released weights expect (reference §5).
         joined = jnp.concatenate([RMSNorm(eps, pdt, name="enorm")(emb), RMSNorm(eps, pdt, name="hnorm")(h_prev)], -1)
         w_eh = kernel(self, cfg, "eh_proj", (2 * cfg.hidden_size, cfg.hidden_size), ("mtp_concat", "embed"))
-        x, stats = Block(cfg, moe=True, name="block")(linear(joined, w_eh, cfg), cos, sin, segment_ids)
-        return RMSNorm(eps, pdt, name="norm")(x), stats
+        x, stats, cache = Block(cfg, moe=True, sharding=self.sharding, name="block")(
+            linear(joined, w_eh, cfg), cos, sin, segment_ids, cache, rows, prefill)
+        return RMSNorm(eps, pdt, name="norm")(x), stats, cache

@@ -1,8 +1,9 @@
 """Expert-parallel routed experts: dispatch and combine inside shard_map over the `expert` mesh axis.
 
 Per device: its tokens are grouped by destination expert shard (a token travels once to each shard that
-hosts at least one of its experts), exchanged with all_to_all, run through the grouped matmul of
-eva_jax.nn.grouped on the shard's local experts, combined there with their routing weights, sent back with a
+hosts at least one of its experts), exchanged with all_to_all, run through the model's grouped matmul
+(passed in: this layer holds only the collectives) on the shard's local experts, combined there with their
+routing weights, sent back with a
 second all_to_all and summed over shards.
 
 Dropless by construction: the send buffer holds every token for every destination ([P, n, D]), so whatever
@@ -13,32 +14,32 @@ buffer, and CPU has no implementation, so this exact all_to_all path runs everyw
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int
 
-from eva_jax.nn import grouped
-from eva_jax.parallel.mesh import BATCH_AXES, axis_size, batch_shards
+from eva_jax.parallel.mesh import BATCH_AXES, axis_size
+from eva_jax.parallel.rules import MeshRules
+
+# (rows [M, D], local expert ids [M, K'] with El meaning "none", their weights [M, K'], w_gate, w_up, w_down)
+# -> Σ_k w_k·Expert_k(row) [M, D] in float32: the model's grouped matmul, run on one shard's local experts.
+LocalExperts = Callable[..., Array]
 
 
-def active_mesh():
-    """The mesh set by jax.set_mesh around the step, or None."""
-    mesh = jax.sharding.get_abstract_mesh()
-    return None if mesh is None or mesh.empty else mesh
-
-
-def applies(mesh, batch: int) -> bool:
-    """Expert parallelism runs when the mesh has an expert axis > 1 and the batch splits over the batch axes
-    (decoding a single row, say, falls back to the GSPMD path)."""
-    return mesh is not None and axis_size(mesh, "expert") > 1 and batch % batch_shards(mesh) == 0
+def applies(sharding: MeshRules | None, batch: int) -> bool:
+    """Expert parallelism runs when the model was given a mesh whose expert axis is > 1 and the batch splits
+    over the batch axes (decoding a single row, say, falls back to the GSPMD path)."""
+    return sharding is not None and sharding.axis("expert") > 1 and batch % sharding.batch_shards == 0
 
 
 def _local(x: Float[Array, "n D"], experts: Int[Array, "n K"], weights: Float[Array, "n K"],
            w_gate: Float[Array, "El D F"], w_up: Float[Array, "El D F"], w_down: Float[Array, "El F D"],
-           impl: str) -> Float[Array, "n D"]:
-    """One device's share (inside shard_map): experts are global ids, the weights the local experts."""
-    p = axis_size(jax.sharding.get_abstract_mesh(), "expert")
+           local_experts: LocalExperts, p: int, tensor_parallel: bool) -> Float[Array, "n D"]:
+    """One device's share (inside shard_map over `p` expert shards): experts are global ids, the weights the
+    local experts."""
     n, k = experts.shape
     e_loc = w_gate.shape[0]
     dest = experts // e_loc  # [n, K] destination shard of each choice
@@ -58,16 +59,9 @@ def _local(x: Float[Array, "n D"], experts: Int[Array, "n K"], weights: Float[Ar
     order = jnp.argsort(recv_e.reshape(p * n, k), axis=-1)[:, :k_loc]
     local_e = jnp.take_along_axis(recv_e.reshape(p * n, k), order, -1)
     local_w = jnp.take_along_axis(recv_w.reshape(p * n, k), order, -1)
-    layout = grouped.plan(local_e, e_loc + 1, impl, null_expert=True)
-    rows = grouped.gather_rows(rows_x, layout)
-    hidden = jax.nn.silu(grouped.grouped_matmul(rows, w_gate, layout)) * grouped.grouped_matmul(
-        rows, w_up, layout)
-    down = grouped.grouped_matmul(hidden, w_down, layout)
-    # Combine in the compute dtype with fp32 accumulation (grouped.combine's fp32 copy of [P·n, K', D] is the
-    # largest buffer of the layer at DeepSeek's sizes); identical to it in float32.
-    picked = jnp.take(down, layout.slot_row, axis=0)
-    out = jnp.einsum("NKD,NK->ND", picked, local_w.astype(picked.dtype), preferred_element_type=jnp.float32)
-    if axis_size(jax.sharding.get_abstract_mesh(), "tensor") > 1:
+    # The compute is the caller's (the model's grouped matmul); expert e_loc is its null expert.
+    out = local_experts(rows_x, local_e, local_w, w_gate, w_up, w_down)
+    if tensor_parallel:
         out = jax.lax.psum(out, "tensor")  # the down projection was split over its F dimension
     back = jax.lax.all_to_all(out.astype(x.dtype).reshape(p, n, -1), "expert", 0, 0, tiled=True)
     return back.astype(jnp.float32).sum(0)
@@ -75,25 +69,26 @@ def _local(x: Float[Array, "n D"], experts: Int[Array, "n K"], weights: Float[Ar
 
 def routed_experts_ep(x: Float[Array, "B T D"], experts: Int[Array, "B T K"], weights: Float[Array, "B T K"],
                       w_gate: Float[Array, "E D F"], w_up: Float[Array, "E D F"], w_down: Float[Array, "E F D"],
-                      impl: str, mesh, chunk: int = 0) -> Float[Array, "B T D"]:
+                      local_experts: LocalExperts, mesh, chunk: int = 0) -> Float[Array, "B T D"]:
     """Σ_k w_k·Expert_{e_k}(x) with the experts split over `expert`; float32 out, like the single-device path.
     `chunk` > 0 dispatches each device's tokens in blocks of that many (model.moe_chunk_tokens)."""
     batch = P(BATCH_AXES)
     tp = "tensor" if axis_size(mesh, "tensor") > 1 else None
+    p = axis_size(mesh, "expert")
 
     def body(x, experts, weights, w_gate, w_up, w_down):
         b, t, d = x.shape
         n = b * t
         flat = (x.reshape(n, d), experts.reshape(n, -1), weights.reshape(n, -1))
         if not 0 < chunk < n:
-            return _local(*flat, w_gate, w_up, w_down, impl).reshape(b, t, d)
+            return _local(*flat, w_gate, w_up, w_down, local_experts, p, tp is not None).reshape(b, t, d)
 
         # Blocks of `chunk` tokens, one exchange each, recomputed in the backward pass: the dispatch buffers
         # (P·chunk·K' rows) replace P·n·K' ones. Padding tokens (a last partial block) carry zero routing
         # weights, so they add nothing, and their rows are dropped.
         @jax.checkpoint
         def block(args):
-            return _local(*args, w_gate, w_up, w_down, impl)
+            return _local(*args, w_gate, w_up, w_down, local_experts, p, tp is not None)
 
         blocks = -(-n // chunk)
         padded = (jnp.pad(a, [(0, blocks * chunk - n)] + [(0, 0)] * (a.ndim - 1)) for a in flat)

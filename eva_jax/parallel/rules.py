@@ -1,13 +1,13 @@
-"""Logical axis names → mesh axes: parameter rules, optimizer-state rules (ZeRO-1) and activation rules,
-kept apart. Every parameter declares logical names (eva_jax.param_logical_axes); a rule table maps each name
-to candidate mesh-axis tuples, the first whose axes are still free in that parameter wins. Mesh axes of size 1
+"""Logical axis names → mesh axes: parameter rules and optimizer-state rules (ZeRO-1); activations follow the
+batch axes (eva_jax.parallel.mesh.BATCH_AXES) through the step's in/out shardings. Every parameter declares
+logical names (eva_jax.param_logical_axes); a rule table maps each name to candidate mesh-axis tuples, the
+first whose axes are still free in that parameter wins. Mesh axes of size 1
 are dropped, so one table serves every mesh: a layout is a config change (mesh sizes, mesh.rules, mesh.zero1).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
+import dataclasses
 import math
 from typing import Any
 
@@ -35,8 +35,6 @@ PARAM_RULES: dict[str, Rules] = {
     "fsdp": {"expert": (("expert",),), **{name: (("fsdp", "expert"), ("fsdp",)) for name in
                                           ("embed", "q_lora", "kv_lora")}, **_TENSOR},
 }
-# Activations: a batch lies over every data-parallel axis; heads and vocabulary over `tensor`.
-ACTIVATION_RULES: Rules = {"batch": (BATCH_AXES,), "heads": (("tensor",),), "vocab": (("tensor",),)}
 
 
 class ShardingError(ValueError):
@@ -70,11 +68,9 @@ def spec_for(name: str, shape: tuple[int, ...], logical: tuple[str | None, ...],
     return P(*out)
 
 
-def param_specs(cfg: Config, mesh, abstract=None) -> Any:
-    """PartitionSpecs for the (unboxed) parameter tree of `cfg` on `mesh`."""
-    from eva_jax.api import abstract_params
-
-    boxed = abstract if abstract is not None else abstract_params(cfg)
+def param_specs(cfg: Config, mesh, boxed: Any) -> Any:
+    """PartitionSpecs for the parameter tree of `cfg` on `mesh`, from its boxed abstract parameters
+    (eva_jax.api.abstract_params: each leaf carries its logical axis names)."""
     rules = PARAM_RULES[cfg.mesh.rules]
 
     def one(path, leaf):
@@ -137,11 +133,6 @@ def opt_state_specs(opt_state: Any, params: Any, p_specs: Any, mesh, zero1: bool
     return jax.tree_util.tree_map_with_path(one, opt_state)
 
 
-def activation_spec(mesh, *logical: str | None) -> P:
-    """The spec of an activation from its logical dimension names ("batch", "length", "embed", ...)."""
-    return spec_for("activation", (0,) * len(logical), logical, ACTIVATION_RULES, mesh)
-
-
 def named(mesh, specs: Any) -> Any:
     return jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P))
 
@@ -152,36 +143,39 @@ def flat_specs(specs: Any) -> list[tuple[str, P]]:
         specs, is_leaf=lambda x: isinstance(x, P))[0]]
 
 
-# The parameter rules of the step being traced (set by `use`): layers.param constrains each parameter, inside
-# the layer scan, to its spec, so a scanned layer's weights are gathered and its gradients reduce-scattered
-# one layer at a time instead of GSPMD materialising whole [L, ...] stacks unsharded.
-_ACTIVE: contextvars.ContextVar[tuple[Rules, Any] | None] = contextvars.ContextVar("eva_param_rules", default=None)
+@dataclasses.dataclass(frozen=True)
+class MeshRules:
+    """The mesh a step is traced for and the parameter rules it shards by, handed to the model as a module
+    attribute (never found in a context). With it, every parameter is constrained to its spec where it is
+    declared — inside the layer scan, so a scanned layer's weights are gathered and its gradients
+    reduce-scattered one layer at a time instead of GSPMD materialising whole [L, ...] stacks — and the MoE
+    dispatches over the `expert` axis when that axis is larger than 1."""
+
+    mesh: Any  # jax.sharding.Mesh or AbstractMesh
+    rules: str = "zero1"
+
+    @classmethod
+    def of(cls, cfg: Config, mesh) -> MeshRules:
+        return cls(mesh, cfg.mesh.rules)
+
+    @property
+    def table(self) -> Rules:
+        return PARAM_RULES[self.rules]
+
+    def axis(self, name: str) -> int:
+        return axis_size(self.mesh, name)
+
+    @property
+    def batch_shards(self) -> int:
+        return math.prod(self.axis(a) for a in BATCH_AXES)
+
+    def constrain_param(self, value: jax.Array, logical: tuple[str, ...]) -> jax.Array:
+        spec = spec_for("parameter", value.shape, logical, self.table, self.mesh)
+        return jax.lax.with_sharding_constraint(value, NamedSharding(self.mesh, spec))
 
 
-@contextlib.contextmanager
-def use(cfg: Config, mesh):
-    """jax.set_mesh(mesh) plus this config's parameter rules, around tracing a step."""
-    token = _ACTIVE.set((PARAM_RULES[cfg.mesh.rules], mesh))
-    try:
-        with jax.set_mesh(mesh):
-            yield
-    finally:
-        _ACTIVE.reset(token)
-
-
-def constrain_param(value: jax.Array, logical: tuple[str, ...]) -> jax.Array:
-    active = _ACTIVE.get()
-    if active is None or len(logical) != value.ndim:
-        return value
-    table, mesh = active
-    return jax.lax.with_sharding_constraint(value, spec_for("parameter", value.shape, logical, table, mesh))
-
-
-def constrain_like_params(tree: Any, cfg: Config) -> Any:
-    """Gradients (or any parameter-shaped tree) pinned to the parameters' specs inside a sharded step, so the
-    micro-batch accumulator stays as sharded as the parameters (FSDP) instead of whatever GSPMD infers."""
-    active = _ACTIVE.get()
-    if active is None:
-        return tree
-    specs = param_specs(cfg, active[1])
-    return jax.tree_util.tree_map(jax.lax.with_sharding_constraint, tree, specs)
+def constrain_tree(tree: Any, specs: Any, mesh) -> Any:
+    """A parameter-shaped tree (gradients, their accumulator) pinned to the parameters' specs, so it stays as
+    sharded as the parameters (FSDP) instead of whatever GSPMD infers."""
+    return jax.tree_util.tree_map(lambda x, s: jax.lax.with_sharding_constraint(x, NamedSharding(mesh, s)),
+                                  tree, specs)

@@ -56,7 +56,6 @@ def _report(cfg: Config, devices: int, hbm_gb: float) -> str:
 
     from eva_jax.api import abstract_params
     from eva_jax.counts import param_counts
-    from eva_jax.parallel.rules import use
     from eva_jax.parallel.mesh import batch_shards, describe_shape, make_mesh
     from eva_jax.parallel.sharding import batch_spec, check_batch, state_shardings
     from eva_jax.train.metrics import train_flops_per_token
@@ -76,8 +75,7 @@ def _report(cfg: Config, devices: int, hbm_gb: float) -> str:
              for name, dtype in (("inputs", jnp.int32), ("targets", jnp.int32), ("target_mask", jnp.bool_))}
     scalar = jax.ShapeDtypeStruct((), jnp.float32)
     step = make_train_step(cfg, tx, mesh)
-    with use(cfg, mesh):
-        lowered = step.jitted.lower(state_in, batch, scalar, scalar)
+    lowered = step.lower(state_in, batch, scalar, scalar)
     lowered_s = time.perf_counter() - began
     compiled = lowered.compile()
     compile_s = time.perf_counter() - began - lowered_s

@@ -21,27 +21,19 @@ CHUNK_LOGITS = 1 << 22  # fp32 logits per chunk and device (16 MB): a chunk's so
 
 
 def head_cross_entropy(h: Float[Array, "B T D"], w: Float[Array, "D V"], targets: Int[Array, "B T"],
-                       mask: Float[Array, "B T"]) -> Float[Array, ""]:
+                       mask: Float[Array, "B T"], batch_shards: int = 1) -> Float[Array, ""]:
     """Σ mask·(−log softmax(h·w)[target]) / max(Σ mask, 1); logits accumulate in fp32 from h's dtype.
 
     Chunks run along T and keep the whole batch axis, so a batch sharded over the mesh stays sharded and each
     device computes the loss of its own rows without relying on the partitioner to split a flattened B·T axis;
-    the chunk length is sized by the rows one device holds."""
+    the chunk length is sized by the rows one device holds (`batch_shards`: how many ways the batch is split)."""
     b, t, _ = h.shape
-    chunk = _chunk_length(t, w.shape[1], -(-b // _batch_shards()))
+    chunk = _chunk_length(t, w.shape[1], -(-b // batch_shards))
     pad = -t % chunk
     x = jnp.pad(h, ((0, 0), (0, pad), (0, 0)))
     tg = jnp.pad(targets, ((0, 0), (0, pad)))
     m = jnp.pad(mask.astype(jnp.float32), ((0, 0), (0, pad)))
     return _loss(x, w.astype(h.dtype), tg, m, chunk)
-
-
-def _batch_shards() -> int:
-    from eva_jax.parallel.experts import active_mesh
-    from eva_jax.parallel.mesh import batch_shards
-
-    mesh = active_mesh()
-    return 1 if mesh is None else batch_shards(mesh)
 
 
 def _chunk_length(t: int, vocab: int, local_batch: int) -> int:

@@ -21,7 +21,6 @@ from eva_jax.config import Config, ConfigError
 from eva_jax.data.pipeline import model_inputs, open_data
 from eva_jax.parallel import distributed
 from eva_jax.parallel.mesh import make_mesh
-from eva_jax.parallel.rules import use
 from eva_jax.parallel.sharding import check_batch, init_sharded_state, shard_batch, shard_rows, train_devices
 from eva_jax.train import schedules
 from eva_jax.train.checkpoint import RunCheckpoints, config_record
@@ -163,8 +162,7 @@ def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
                       "max_vio": [float(v) for vs in metrics["max_vio"].values() for v in np.atleast_1d(vs)]}
             done = step + 1
             if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
-                with use(cfg, mesh):
-                    losses = [float(heldout_loss(state.params, b, cfg)) for b in eval_batches]
+                losses = [float(heldout_loss(state.params, b, cfg)) for b in eval_batches]
                 record["heldout_loss"] = float(np.mean(losses)) if losses else float("nan")
             log.write(record)
             history.append(record)

@@ -4,29 +4,21 @@ router-bias update from the step's expert loads (outside the optimizer)."""
 from __future__ import annotations
 
 import functools
+from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
 
-from eva_jax.api import Params
+from eva_jax.api import Params, abstract_params
 from eva_jax.config import Config
-from eva_jax.train.head_loss import head_cross_entropy
-from eva_jax.train.loss import objective, target_mask
 from eva_jax.nn.model import Transformer
-from eva_jax.parallel.rules import constrain_like_params
-
-
-@flax.struct.dataclass
-class TrainState:
-    step: jax.Array
-    params: Params
-    opt_state: optax.OptState
-
-
-def init_state(params: Params, tx: optax.GradientTransformation) -> TrainState:
-    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+from eva_jax.parallel.rules import MeshRules, constrain_tree, param_specs
+from eva_jax.train.head_loss import head_cross_entropy
+from eva_jax.train.loss import aux_zeros, objective, target_mask
+from eva_jax.train.state import TrainState, init_state  # noqa: F401 - init_state re-exported for callers
+from eva_jax.train.state_sharding import state_shardings
 
 
 def _bias_slot(params: Params, name: str) -> tuple[str, ...]:
@@ -54,22 +46,25 @@ def max_violation(load: jax.Array) -> jax.Array:
 
 
 def train_step(state: TrainState, batch: dict, mtp_lambda: jax.Array, gamma: jax.Array, *, cfg: Config,
-               tx: optax.GradientTransformation) -> tuple[TrainState, dict]:
-    """`batch` leaves are [n_micro, micro_batch, T]; the gradient is the mean over micro-batches."""
+               tx: optax.GradientTransformation, sharding: MeshRules | None = None,
+               specs: Any = None) -> tuple[TrainState, dict]:
+    """`batch` leaves are [n_micro, micro_batch, T]; the gradient is the mean over micro-batches. With a
+    mesh, `sharding` reaches the model and `specs` (the parameters' PartitionSpecs) pin the gradient
+    accumulator to the parameters' layout."""
     grad_fn = jax.value_and_grad(objective, has_aux=True)
+
+    def like_params(tree):
+        return tree if sharding is None else constrain_tree(tree, specs, sharding.mesh)
 
     def accumulate(carry, micro):
         grads, sums = carry
-        (_, aux), g = grad_fn(state.params, micro, mtp_lambda, cfg)
-        grads = constrain_like_params(jax.tree_util.tree_map(jnp.add, grads, constrain_like_params(g, cfg)), cfg)
+        (_, aux), g = grad_fn(state.params, micro, mtp_lambda, cfg, sharding)
+        grads = like_params(jax.tree_util.tree_map(jnp.add, grads, like_params(g)))
         sums = jax.tree_util.tree_map(jnp.add, sums, aux)
         return (grads, sums), None
 
-    zeros = constrain_like_params(jax.tree_util.tree_map(jnp.zeros_like, state.params), cfg)
-    first = jax.tree_util.tree_map(lambda x: x[0], batch)
-    aux_shape = jax.eval_shape(lambda: grad_fn(state.params, first, mtp_lambda, cfg)[0][1])
-    aux_zero = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape)
-    (grads, sums), _ = jax.lax.scan(accumulate, (zeros, aux_zero), batch)
+    zeros = like_params(jax.tree_util.tree_map(jnp.zeros_like, state.params))
+    (grads, sums), _ = jax.lax.scan(accumulate, (zeros, aux_zeros(cfg)), batch)
     n_micro = jax.tree_util.tree_leaves(batch)[0].shape[0]
     grads = jax.tree_util.tree_map(lambda g: g / n_micro, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -83,25 +78,16 @@ def train_step(state: TrainState, batch: dict, mtp_lambda: jax.Array, gamma: jax
 
 def make_train_step(cfg: Config, tx: optax.GradientTransformation, mesh=None):
     """The jitted step. With a mesh: the state lies as eva_jax.parallel.rules says (in and out), batches over
-    the batch axes, and tracing runs under jax.set_mesh so the MoE takes its expert-parallel path."""
+    the batch axes, and the model is given the mesh (MeshRules), so the MoE dispatches over `expert` and every
+    weight is constrained to its spec. The parameter specs are computed here, once."""
     fn = functools.partial(train_step, cfg=cfg, tx=tx)
     if mesh is None:
         return jax.jit(fn, donate_argnums=0)
-    from jax.sharding import NamedSharding, PartitionSpec as P
-
-    from eva_jax.parallel.rules import use
-    from eva_jax.parallel.sharding import state_shardings
-
-    state_sh, _ = state_shardings(cfg, mesh, tx)
-    jitted = jax.jit(fn, donate_argnums=0, in_shardings=(state_sh, None, None, None),
-                     out_shardings=(state_sh, NamedSharding(mesh, P())))
-
-    def step(state, batch, mtp_lambda, gamma):
-        with use(cfg, mesh):
-            return jitted(state, batch, mtp_lambda, gamma)
-
-    step.jitted = jitted
-    return step
+    boxed = abstract_params(cfg)
+    state_sh, _ = state_shardings(cfg, mesh, tx, boxed)
+    fn = functools.partial(fn, sharding=MeshRules.of(cfg, mesh), specs=param_specs(cfg, mesh, boxed))
+    return jax.jit(fn, donate_argnums=0, in_shardings=(state_sh, None, None, None),
+                   out_shardings=(state_sh, NamedSharding(mesh, P())))
 
 
 @functools.partial(jax.jit, static_argnums=2)

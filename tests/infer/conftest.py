@@ -34,6 +34,10 @@ def random_params(cfg, seed: int) -> dict:
             value = 0.05 * rng.standard_normal(leaf.shape)
         elif "'embed'" in name:
             value = rng.standard_normal(leaf.shape)
+        elif "wkv_b" in name:
+            # Drawn in the [C, H, N+V] order wkv_b was once stored in, so these models stay the same models.
+            *lead, h, k, c = leaf.shape
+            value = np.moveaxis(0.1 * rng.standard_normal((*lead, c, h, k)), -3, -1)
         else:
             value = 0.1 * rng.standard_normal(leaf.shape)
         return np.asarray(value, leaf.dtype)

@@ -5,6 +5,7 @@ import pytest
 
 import eva_jax
 from eva_jax.infer import cache
+from eva_jax.nn import kv_cache
 
 
 def test_v3_caches_1152_bytes_per_token_per_layer_71x_less_than_mha():
@@ -26,8 +27,8 @@ def test_paged_write_then_read_in_position_order():
     rope = -np.arange(2 * 10 * 8, dtype=np.float32).reshape(2, 10, 8) - 1
     positions = np.broadcast_to(np.arange(10), (2, 10))
     valid = np.array([[True] * 10, [True] * 3 + [False] * 7])
-    pages = cache.write(pool[1], latent, rope, positions, valid, table)
-    got_latent, got_rope = (np.asarray(a) for a in cache.read(pages, table))
+    pages = kv_cache.write(pool[1], latent, rope, positions, valid, table)
+    got_latent, got_rope = (np.asarray(a) for a in kv_cache.read(pages, table))
     np.testing.assert_array_equal(got_latent[0, :10], latent[0])
     np.testing.assert_array_equal(got_rope[0, :10], rope[0])
     np.testing.assert_array_equal(got_latent[1, :3], latent[1, :3])

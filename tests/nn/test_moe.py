@@ -27,7 +27,7 @@ def setup(n=40, d=16, f=8, seed=0, skew=0.0):
 @pytest.mark.parametrize("skew", [0.0, 5.0])
 def test_grouped_equals_dense_reference(impl, skew):
     x, r, (wg, wu, wd) = setup(skew=skew)
-    ours = routed_experts(x, r, wg, wu, wd, impl)
+    ours = routed_experts(x, r, wg, wu, wd, impl, layout="grouped")
     np.testing.assert_allclose(ours, dense_moe(x, r.weights, r.experts, wg, wu, wd), rtol=1e-5, atol=1e-6)
 
 
@@ -38,7 +38,7 @@ def test_grouped_gradients_equal_dense_reference(impl):
     def loss(fn, x, ws):
         return (fn(x, ws) ** 2).sum()
 
-    ours = jax.grad(loss, argnums=(1, 2))(lambda x, w: routed_experts(x, r, *w, impl), x, ws)
+    ours = jax.grad(loss, argnums=(1, 2))(lambda x, w: routed_experts(x, r, *w, impl, layout="grouped"), x, ws)
     want = jax.grad(loss, argnums=(1, 2))(lambda x, w: dense_moe(x, r.weights, r.experts, *w), x, ws)
     for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

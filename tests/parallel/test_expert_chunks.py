@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import eva_jax
-from eva_jax.nn.moe import routed_experts
+from eva_jax.nn.moe import local_experts, routed_experts
 from eva_jax.nn.router import Routing
 from eva_jax.parallel.experts import routed_experts_ep
 from eva_jax.parallel.mesh import make_mesh
@@ -27,14 +27,13 @@ def test_chunked_expert_parallel_equals_one_device(impl, chunk):
     ws = tuple(jax.random.normal(k, s) / 4 for k, s in zip(keys[3:], [(E, D, F), (E, D, F), (E, F, D)]))
 
     def sharded(x, ws):
-        return (routed_experts_ep(x, experts, weights, *ws, impl, mesh, chunk) ** 2).sum()
+        return (routed_experts_ep(x, experts, weights, *ws, local_experts(impl), mesh, chunk) ** 2).sum()
 
     def single(x, ws):
         routing = Routing(weights.reshape(-1, K), experts.reshape(-1, K), None)
-        return (routed_experts(x.reshape(-1, D), routing, *ws, "padded") ** 2).sum()
+        return (routed_experts(x.reshape(-1, D), routing, *ws, "padded", layout="grouped") ** 2).sum()
 
-    with jax.set_mesh(mesh):
-        got = jax.jit(jax.value_and_grad(sharded, argnums=(0, 1)))(x, ws)
+    got = jax.jit(jax.value_and_grad(sharded, argnums=(0, 1)))(x, ws)
     want = jax.value_and_grad(single, argnums=(0, 1))(x, ws)
     assert float(got[0]) == pytest.approx(float(want[0]), rel=1e-5)
     for a, w in zip(jax.tree_util.tree_leaves(got[1]), jax.tree_util.tree_leaves(want[1])):

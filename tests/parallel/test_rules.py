@@ -35,7 +35,7 @@ def test_golden_v3_671b_sharding():
 
 def test_fsdp_rules_shard_every_large_parameter():
     cfg = eva_jax.load_config("v3_671b", **{"mesh.rules": "fsdp", "mesh.fsdp": 4})
-    specs = dict(rules.flat_specs(rules.param_specs(cfg, abstract_mesh(cfg.mesh, 256))))
+    specs = dict(rules.flat_specs(rules.param_specs(cfg, abstract_mesh(cfg.mesh, 256), eva_jax.abstract_params(cfg))))
     assert specs["moe_layers/moe/experts_gate"] == P(None, "expert", "fsdp", None)
     assert specs["embed"] == P(None, ("fsdp", "expert"))
     assert specs["moe_layers/attn/wq_b"] == P(None, ("fsdp", "expert"), None, None)
@@ -45,7 +45,7 @@ def test_indivisible_dimension_names_parameter_dimension_and_axes():
     cfg = eva_jax.load_config("v3_tiny", **{"model.n_routed_experts": 12, "model.n_group": 4,
                                             "mesh.data": 1, "mesh.expert": 8})
     with pytest.raises(rules.ShardingError) as err:
-        rules.param_specs(cfg, make_mesh(cfg.mesh))
+        rules.param_specs(cfg, make_mesh(cfg.mesh), eva_jax.abstract_params(cfg))
     message = str(err.value)
     assert "moe_layers/moe/experts_down: dimension 1 ('expert', size 12)" in message
     assert "mesh axes (expert=8) of total size 8" in message

@@ -61,12 +61,12 @@ def test_a_batch_sharded_over_the_mesh_stays_sharded():
     # Auto axes, as eva_jax.parallel.mesh makes them.
     mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     rows = NamedSharding(mesh, P("data"))
-    fn = jax.jit(jax.value_and_grad(head_loss.head_cross_entropy, argnums=(0, 1)))
-    with jax.set_mesh(mesh):
-        args = (jax.device_put(h, rows), jax.device_put(w, NamedSharding(mesh, P())),
-                jax.device_put(targets, rows), jax.device_put(mask, rows))
-        hlo = fn.lower(*args).compile().as_text()
-        loss, (d_h, d_w) = fn(*args)
+    # The chunk length is sized by the rows one device holds: 8 ways here.
+    fn = jax.jit(jax.value_and_grad(lambda *a: head_loss.head_cross_entropy(*a, batch_shards=8), argnums=(0, 1)))
+    args = (jax.device_put(h, rows), jax.device_put(w, NamedSharding(mesh, P())),
+            jax.device_put(targets, rows), jax.device_put(mask, rows))
+    hlo = fn.lower(*args).compile().as_text()
+    loss, (d_h, d_w) = fn(*args)
     assert "all-gather" not in hlo
     want_loss, (want_h, want_w) = jax.value_and_grad(reference, argnums=(0, 1))(h, w, targets, mask)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
