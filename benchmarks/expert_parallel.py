@@ -13,6 +13,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
+import functools  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -26,6 +27,7 @@ import eva_jax  # noqa: E402
 from eva_jax.nn import grouped  # noqa: E402
 from eva_jax.nn.moe import MoE  # noqa: E402
 from eva_jax.parallel.mesh import BATCH_AXES, make_mesh  # noqa: E402
+from eva_jax.parallel.rules import MeshRules  # noqa: E402
 from benchmarks.report import append_section  # noqa: E402
 
 SETS = {"model.hidden_size": 512, "model.moe_intermediate_size": 256, "model.n_routed_experts": 32,
@@ -53,7 +55,7 @@ def moe_layer(tokens: int) -> list[str]:
     x = jax.random.normal(jax.random.PRNGKey(0), (tokens // seq, seq, cfg.model.hidden_size))
     params = layer.init(jax.random.PRNGKey(1), x)["params"]
 
-    def loss(p, x):
+    def loss(p, x, layer=layer):
         out, _ = layer.apply({"params": p}, x)
         return (out.astype(jnp.float32) ** 2).mean()
 
@@ -65,12 +67,13 @@ def moe_layer(tokens: int) -> list[str]:
                        ("expert=8 (all-to-all dispatch)", {"mesh.data": 1, "mesh.expert": 8}),
                        ("data=2×expert=4", {"mesh.data": 2, "mesh.expert": 4})):
         mesh = make_mesh(eva_jax.load_config("v3_tiny", **SETS, **sets).mesh)
-        with jax.set_mesh(mesh):
-            xs = jax.device_put(x, NamedSharding(mesh, P(BATCH_AXES)))
-            ps = jax.tree_util.tree_map(lambda a: jax.device_put(a, NamedSharding(
-                mesh, P("expert") if a.ndim == 3 and "expert" in mesh.axis_names else P())), params)
-            sharded_grad = jax.jit(jax.grad(loss))
-            rows.append((name, timed(sharded_grad, ps, xs)))
+        xs = jax.device_put(x, NamedSharding(mesh, P(BATCH_AXES)))
+        ps = jax.tree_util.tree_map(lambda a: jax.device_put(a, NamedSharding(
+            mesh, P("expert") if a.ndim == 3 and "expert" in mesh.axis_names else P())), params)
+        # The mesh reaches the layer as an attribute: with expert > 1 it dispatches over all_to_all.
+        sharded = MoE(cfg.model, MeshRules(mesh))
+        sharded_grad = jax.jit(jax.grad(functools.partial(loss, layer=sharded)))
+        rows.append((name, timed(sharded_grad, ps, xs)))
     lines = [f"MoE layer forward+backward, {tokens} tokens, D={cfg.model.hidden_size}, "
              f"E={cfg.model.n_routed_experts}, K={cfg.model.num_experts_per_tok}, F={cfg.model.moe_intermediate_size}, "
              "float32, 8 simulated CPU devices sharing the host's cores:", "",
