@@ -12,34 +12,26 @@ import math
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from eva_jax.api import init_params, load_config, logits as model_logits
+from eva_jax.config import ConfigError
+from eva_jax.counts import param_counts
+from eva_jax.overrides import parse_sets
 
 FORWARD_LIMIT = 1_000_000_000
 
 
-def parse_sets(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
-        out[key.strip()] = value
-    return out
-
-
 def forward_report(cfg, batch: int, seq: int) -> str:
-    import jax
-    import jax.numpy as jnp
-
-    import eva_jax
-
-    params = eva_jax.init_params(cfg, seed=0)
+    params = init_params(cfg, seed=0)
     tokens = np.random.default_rng(0).integers(0, cfg.model.vocab_size, (batch, seq))
     start = time.perf_counter()
-    logits = jax.block_until_ready(eva_jax.logits(cfg, params, tokens))
+    logits = jax.block_until_ready(model_logits(cfg, params, tokens))
     first = time.perf_counter() - start
     start = time.perf_counter()
-    logits = jax.block_until_ready(eva_jax.logits(cfg, params, tokens))
+    logits = jax.block_until_ready(model_logits(cfg, params, tokens))
     steady = time.perf_counter() - start
     logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
     loss = -jnp.take_along_axis(logp, jnp.asarray(tokens[:, 1:, None]), -1).mean()
@@ -58,15 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq", type=int, default=128)
     args = parser.parse_args(argv)
 
-    import eva_jax
-    from eva_jax.config import ConfigError
-
     try:
-        cfg = eva_jax.load_config(args.config, **parse_sets(args.set))
+        cfg = load_config(args.config, **parse_sets(args.set))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    counts = eva_jax.param_counts(cfg)
+    counts = param_counts(cfg)
     print(f"config {cfg.name}: {cfg.model.num_layers} layers ({cfg.model.first_k_dense_replace} dense), "
           f"{cfg.model.n_routed_experts} routed experts, top-{cfg.model.num_experts_per_tok}, "
           f"{cfg.model.num_mtp_layers} MTP module(s)")

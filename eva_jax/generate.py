@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speculative", action="store_true", help="draft with the MTP modules")
     args = parser.parse_args(argv)
 
+    # local import: the package root binds this module as `eva_jax.generate`; reading checkpoints (Orbax,
+    # safetensors) is the CLI's business, not something `import eva_jax` should load.
     from eva_jax.infer.loading import CheckpointNotFound, load_checkpoint
 
     try:

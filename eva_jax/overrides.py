@@ -103,3 +103,13 @@ def _set_path(node: Any, parts: list[str], raw: Any, full_key: str) -> Any:
     if child is None:
         raise ConfigError(f"cannot override {full_key!r}: {head} is None; set it whole, e.g. {head}='{{...}}'")
     return dataclasses.replace(node, **{head: _set_path(child, parts[1:], raw, full_key)})
+
+
+def parse_sets(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        out[key.strip()] = value
+    return out

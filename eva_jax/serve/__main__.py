@@ -9,6 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+import uvicorn
+
+from eva_jax.infer.batching import EngineConfig
+from eva_jax.infer.loading import CheckpointNotFound, default_checkpoint, load_checkpoint
+from eva_jax.serve.app import create_app
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eva_jax.serve", description=__doc__.split("\n\n")[1])
@@ -22,9 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speculative", action="store_true", help="draft with the MTP modules")
     args = parser.parse_args(argv)
 
-    from eva_jax.infer.batching import EngineConfig
-    from eva_jax.infer.loading import CheckpointNotFound, default_checkpoint, load_checkpoint
-
     try:
         path = args.checkpoint or default_checkpoint()
         cfg, params, tokenizer = load_checkpoint(path)
@@ -35,10 +38,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {path} has no tokenizer (tokenizer.json); save the model's tokenizer there with "
               f"Tokenizer.save(dir)", file=sys.stderr)
         return 2
-    import uvicorn
-
-    from eva_jax.serve.app import create_app
-
     engine = EngineConfig(max_batch=args.max_batch, max_seq_len=args.max_seq_len, num_pages=args.num_pages,
                           speculative=args.speculative)
     app = create_app(cfg, params, tokenizer, args.model_name or cfg.name, engine)

@@ -7,9 +7,20 @@ in the same workdir resumes exactly where it stopped.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from eva_jax.describe import parse_sets
+import jax
+
+from eva_jax.api import load_config
+from eva_jax.config import ConfigError
+from eva_jax.data.sources import DataError
+from eva_jax.data.tokenizer import TokenizerError
+from eva_jax.overrides import parse_sets
+from eva_jax.parallel import distributed
+from eva_jax.train import guard
+from eva_jax.train.dry_run import dry_run
+from eva_jax.train.loop import run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,33 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="compile the train step abstractly and report memory")
     args = parser.parse_args(argv)
 
-    import os
-
-    import jax
-
     # Re-running a command (resume, a second run of the same shape) reuses compiled programs.
     jax.config.update("jax_compilation_cache_dir",
                       os.environ.get("JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/eva_jax/xla")))
 
-    import eva_jax
-    from eva_jax.config import ConfigError
-    from eva_jax.data.sources import DataError
-    from eva_jax.data.tokenizer import TokenizerError
-    from eva_jax.train import guard
-
     try:
-        cfg = eva_jax.load_config(args.config, **parse_sets(args.set))
+        cfg = load_config(args.config, **parse_sets(args.set))
         if args.dry_run:
-            from eva_jax.train.dry_run import dry_run
-
             print(dry_run(cfg))
             return 0
-        from eva_jax.parallel import distributed
-
         distributed.initialize()  # before anything touches a backend; a no-op on one host
         guard.ensure_fits(cfg)
-        from eva_jax.train.loop import run
-
         result = run(cfg, args.workdir)
     except (ConfigError, DataError, TokenizerError, guard.TooLarge) as err:
         print(f"error: {err}", file=sys.stderr)

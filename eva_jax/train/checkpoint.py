@@ -62,11 +62,3 @@ class RunCheckpoints:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
-
-
-def load_for_inference(workdir: str | Path) -> tuple[Config, Any, Tokenizer | None]:
-    """(Config, params, tokenizer) of a workdir's newest complete checkpoint, for eva_jax.infer.loading; reads
-    the parameters only (see eva_jax.train.for_inference)."""
-    from eva_jax.train.for_inference import load
-
-    return load(workdir)

@@ -16,7 +16,22 @@ import subprocess
 import sys
 import time
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+
+from eva_jax.api import abstract_params
 from eva_jax.config import Config
+from eva_jax.counts import param_counts
+from eva_jax.parallel.mesh import batch_shards, describe_shape, make_mesh
+from eva_jax.parallel.sharding import batch_spec, check_batch
+from eva_jax.train.checkpoint import config_record
+from eva_jax.train.metrics import train_flops_per_token
+from eva_jax.train.optim import make_optimizer
+from eva_jax.train.state_sharding import state_shardings
+from eva_jax.train.step import make_train_step
 
 DEFAULT_DEVICES = 256
 GB = 1e9
@@ -24,12 +39,8 @@ GB = 1e9
 
 def dry_run(cfg: Config, devices: int | None = None, hbm_gb: float = 95.0) -> str:
     devices = devices or int(os.environ.get("EVA_DRY_RUN_DEVICES", DEFAULT_DEVICES))
-    import jax
-
     if jax.device_count() >= devices:
         return _report(cfg, devices, hbm_gb)
-    from eva_jax.train.checkpoint import config_record
-
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"}
     code = ("import json, sys; from eva_jax.overrides import from_dict; from eva_jax.config import Config; "
@@ -47,20 +58,6 @@ def _count(n: int) -> str:
 
 
 def _report(cfg: Config, devices: int, hbm_gb: float) -> str:
-
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from jax.sharding import NamedSharding
-
-    from eva_jax.api import abstract_params
-    from eva_jax.counts import param_counts
-    from eva_jax.parallel.mesh import batch_shards, describe_shape, make_mesh
-    from eva_jax.parallel.sharding import batch_spec, check_batch, state_shardings
-    from eva_jax.train.metrics import train_flops_per_token
-    from eva_jax.train.optim import make_optimizer
-    from eva_jax.train.step import make_train_step
 
     began = time.perf_counter()
     mesh = make_mesh(cfg.mesh, jax.devices()[:devices])

@@ -21,7 +21,8 @@ from eva_jax.config import Config, ConfigError
 from eva_jax.data.pipeline import model_inputs, open_data
 from eva_jax.parallel import distributed
 from eva_jax.parallel.mesh import make_mesh
-from eva_jax.parallel.sharding import check_batch, init_sharded_state, shard_batch, shard_rows, train_devices
+from eva_jax.parallel.sharding import check_batch, shard_batch, shard_rows, train_devices
+from eva_jax.train.state_sharding import init_sharded_state
 from eva_jax.train import schedules
 from eva_jax.train.checkpoint import RunCheckpoints, config_record
 from eva_jax.train.metrics import MetricsLog, peak_flops, train_flops_per_token

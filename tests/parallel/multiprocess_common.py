@@ -9,7 +9,8 @@ from jax.sharding import NamedSharding
 
 import eva_jax
 from eva_jax.api import abstract_params
-from eva_jax.parallel.sharding import batch_spec, init_sharded_state, shard_batch
+from eva_jax.parallel.sharding import batch_spec, shard_batch
+from eva_jax.train.state_sharding import init_sharded_state
 from eva_jax.train import schedules
 from eva_jax.train.optim import make_optimizer
 from eva_jax.train.step import make_train_step

@@ -11,7 +11,8 @@ import pytest
 
 import eva_jax
 from eva_jax.parallel.mesh import make_mesh
-from eva_jax.parallel.sharding import shard_batch, state_shardings
+from eva_jax.parallel.sharding import shard_batch
+from eva_jax.train.state_sharding import state_shardings
 from eva_jax.train.step import init_state, make_train_step
 
 SETS = {"train.batch_start": 16, "train.global_batch": 16, "train.micro_batch": 8, "model.num_layers": 2,

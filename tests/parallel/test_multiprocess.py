@@ -12,7 +12,7 @@ import pytest
 
 from eva_jax.parallel.launch import launch
 from eva_jax.parallel.mesh import make_mesh
-from eva_jax.parallel.sharding import state_shardings
+from eva_jax.train.state_sharding import state_shardings
 from eva_jax.train.checkpoint import RunCheckpoints
 from tests.parallel.multiprocess_common import STEPS, config, optimizer, train
 

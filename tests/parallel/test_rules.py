@@ -10,7 +10,7 @@ from jax.sharding import PartitionSpec as P
 import eva_jax
 from eva_jax.config import ConfigError
 from eva_jax.parallel import rules
-from eva_jax.parallel.layout_report import sharding_listing
+from eva_jax.train.layout_report import sharding_listing
 from eva_jax.parallel.mesh import abstract_mesh, ici_shape, make_mesh, resolve_shape
 
 GOLDEN = Path(__file__).parent / "golden" / "v3_671b_sharding.txt"

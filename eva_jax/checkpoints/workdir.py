@@ -1,4 +1,4 @@
-"""A training workdir as inference wants it: (Config, params, Tokenizer) of its newest complete checkpoint.
+"""A training workdir as inference wants it (train writes it, infer reads it: both through here): (Config, params, Tokenizer) of its newest complete checkpoint.
 
 Only the parameters are read (an Orbax partial restore of the `params` subtree of the saved TrainState): the
 optimizer state is two more copies of the model that generation never needs. The arrays land on one device in
@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import orbax.checkpoint as ocp
 
+from eva_jax.api import abstract_params
 from eva_jax.config import Config
 from eva_jax.data.tokenizer import Tokenizer
 from eva_jax.overrides import from_dict
@@ -66,8 +67,6 @@ def _tokenizer(items: dict[str, Any], workdir: Path) -> Tokenizer | None:
 
 def restore_params(manager: ocp.CheckpointManager, step: int, cfg: Config) -> Any:
     """The `params` subtree of the saved TrainState, as single-device jax arrays in cfg's param dtype."""
-    from eva_jax.api import abstract_params
-
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = {"params": jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
                                      nn.unbox(abstract_params(cfg)))}

@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
+import numpy as np
 
+from eva_jax.api import abstract_params
 from eva_jax.config import Config
 from eva_jax.parallel import rules
 from eva_jax.parallel.mesh import abstract_mesh, describe_shape
+from eva_jax.train.optim import make_optimizer
+from eva_jax.train.state_sharding import state_specs
 
 
 def _spec_text(spec) -> str:
@@ -24,15 +29,8 @@ def _spec_text(spec) -> str:
 
 def sharding_listing(cfg: Config, device_count: int) -> str:
     """One line per leaf: kind, path, shape, dtype, PartitionSpec, on the config's mesh of device_count."""
-    import numpy as np
-
-    from eva_jax.train.optim import make_optimizer
-    from eva_jax.parallel.sharding import state_specs
-    from eva_jax.api import abstract_params
-
     mesh = abstract_mesh(cfg.mesh, device_count)
     boxed = abstract_params(cfg)
-    import flax.linen as nn
 
     # The optimizer's learning-rate table does not affect shapes; one entry keeps this cheap.
     tx = make_optimizer(cfg, np.zeros((1,), np.float32), nn.unbox(boxed))
