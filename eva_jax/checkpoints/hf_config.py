@@ -8,6 +8,30 @@ from eva_jax.config import ConfigError, ModelConfig, YarnConfig
 
 SUPPORTED = ("deepseek_v3", "deepseek_v2")
 
+# What transformers' DeepseekV3Config / DeepseekV2Config (5.x) assume for a key that config.json leaves out,
+# so a sparse file loads the model transformers would build (tests/checkpoints/test_hf_config_defaults.py
+# compares them with the installed transformers).
+HF_DEFAULTS: dict[str, dict[str, Any]] = {
+    "deepseek_v3": {
+        "vocab_size": 129280, "hidden_size": 7168, "intermediate_size": 18432, "moe_intermediate_size": 2048,
+        "num_hidden_layers": 61, "num_attention_heads": 128, "n_shared_experts": 1, "n_routed_experts": 256,
+        "routed_scaling_factor": 2.5, "kv_lora_rank": 512, "q_lora_rank": 1536, "qk_rope_head_dim": 64,
+        "v_head_dim": 128, "qk_nope_head_dim": 128, "n_group": 8, "topk_group": 4, "num_experts_per_tok": 8,
+        "first_k_dense_replace": 3, "norm_topk_prob": True, "max_position_embeddings": 4096,
+        "initializer_range": 0.02, "rms_norm_eps": 1e-6, "bos_token_id": 0, "eos_token_id": 1,
+        "rope_interleave": True, "num_mtp_layers": 1,
+    },
+    "deepseek_v2": {
+        "vocab_size": 102400, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "max_position_embeddings": 2048, "initializer_range": 0.02,
+        "rms_norm_eps": 1e-6, "bos_token_id": 1, "eos_token_id": 2, "first_k_dense_replace": 0,
+        "kv_lora_rank": 512, "q_lora_rank": 1536, "n_group": None, "n_routed_experts": 64, "n_shared_experts": 2,
+        "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "routed_scaling_factor": 1.0, "topk_group": None,
+        "topk_method": "greedy", "norm_topk_prob": False, "v_head_dim": 128, "num_experts_per_tok": None,
+        "moe_intermediate_size": 1407,
+    },
+}
+
 
 def _rope_block(d: dict[str, Any]) -> dict[str, Any] | None:
     """HF5 writes `rope_parameters` (with rope_theta inside); older files write `rope_scaling` with "type"."""
@@ -53,6 +77,9 @@ def model_config_from_hf(d: dict[str, Any], dtype: str = "float32") -> ModelConf
     """A ModelConfig equivalent to what `transformers` builds from this config.json dict."""
     _check_supported(d)
     v3 = d["model_type"] == "deepseek_v3"
+    if v3 and "num_nextn_predict_layers" in d:  # DeepSeek's name for transformers' num_mtp_layers
+        d = {**d, "num_mtp_layers": d["num_nextn_predict_layers"]}
+    d = {**HF_DEFAULTS[d["model_type"]], **d}
     rope = _rope_block(d) or {}
     eos = d.get("eos_token_id", 1)
     try:
@@ -65,12 +92,12 @@ def model_config_from_hf(d: dict[str, Any], dtype: str = "float32") -> ModelConf
             n_shared_experts=d.get("n_shared_experts") or 0, num_experts_per_tok=d["num_experts_per_tok"],
             n_group=d.get("n_group") or 1, topk_group=d.get("topk_group") or 1,
             first_k_dense_replace=d.get("first_k_dense_replace") or 0,
-            routed_scaling_factor=float(d.get("routed_scaling_factor", 1.0)),
+            routed_scaling_factor=float(d["routed_scaling_factor"]),
             # HF's V2 router never renormalises, whatever the flag says.
             norm_topk_prob=bool(d.get("norm_topk_prob", True)) if v3 else False,
             scoring_func="sigmoid" if v3 else "softmax",
             topk_method="noaux_tc" if v3 else (d.get("topk_method") or "greedy"),
-            num_mtp_layers=(d.get("num_nextn_predict_layers", d.get("num_mtp_layers", 0)) or 0) if v3 else 0,
+            num_mtp_layers=(d.get("num_mtp_layers") or 0) if v3 else 0,
             max_position_embeddings=d.get("max_position_embeddings", 4096),
             rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
             rope_theta=float(rope.get("rope_theta", d.get("rope_theta", 10000.0))),

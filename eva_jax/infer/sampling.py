@@ -64,6 +64,9 @@ def filtered_logits(logits: Float[Array, "B V"], s: RowSampling) -> Float[Array,
     # A token stays when the mass strictly before it is below top_p, so the most likely one always stays.
     before = jnp.cumsum(probs, axis=-1) - probs
     kept = jnp.maximum(jnp.sum(before < s.top_p[:, None], axis=-1), 1)
+    # top_p = 1 keeps everything: an fp32 running sum over a large vocabulary reaches 1.0 long before its
+    # last token (at 129K tokens it dropped up to 78K of them), so the nucleus test alone would cut the tail.
+    kept = jnp.where(s.top_p >= 1.0, vocab, kept)
     cutoff = jnp.take_along_axis(desc, (kept - 1)[:, None], axis=-1)
     return jnp.where((z >= kth) & (z >= cutoff), z, -jnp.inf)
 

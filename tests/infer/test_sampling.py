@@ -60,3 +60,12 @@ def test_draws_follow_the_distribution_and_are_seeded():
 def test_out_of_range_settings_are_refused(bad):
     with pytest.raises(ValueError):
         SamplingParams(**bad)
+
+
+def test_top_p_of_one_keeps_all_of_a_large_vocabulary():
+    """At DeepSeek-V3's 129,280 tokens the fp32 running sum of probabilities reaches 1.0 early; top_p = 1
+    must still keep every token (the nucleus test alone dropped tens of thousands)."""
+    logits = np.random.default_rng(0).standard_normal((2, 129_280)).astype(np.float32) * 3
+    out = np.asarray(sampling.filtered_logits(logits, rows(2, top_p=1.0)))
+    assert np.isfinite(out).all()
+    assert np.isfinite(np.asarray(sampling.filtered_logits(logits, rows(2, top_p=0.9)))).sum(-1).max() < 129_280
