@@ -12,8 +12,8 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import argparse  # noqa: E402
-import sys  # noqa: E402
 import functools  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -21,14 +21,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P
 
 import eva_jax  # noqa: E402
+from benchmarks.report import append_section  # noqa: E402
 from eva_jax.nn import grouped  # noqa: E402
 from eva_jax.nn.moe import MoE  # noqa: E402
 from eva_jax.parallel.mesh import BATCH_AXES, make_mesh  # noqa: E402
 from eva_jax.parallel.rules import MeshRules  # noqa: E402
-from benchmarks.report import append_section  # noqa: E402
 
 SETS = {"model.hidden_size": 512, "model.moe_intermediate_size": 256, "model.n_routed_experts": 32,
         "model.num_experts_per_tok": 4, "model.n_group": 4, "model.topk_group": 2, "model.dtype": "float32"}

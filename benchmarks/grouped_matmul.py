@@ -1,6 +1,6 @@
 """Grouped (per-expert) matmul on this backend: `ragged_dot` vs the padded-tile, tiled-loop and slab layouts vs a
-dense batched einsum of the same useful FLOPs (the ceiling), forward and forward+backward. Shape: 32 experts, 8K token-rows, 512 -> 256 (the benchmark
-shape's expert up-projection). Writes a section to docs/performance.md.
+dense batched einsum of the same useful FLOPs (the ceiling), forward and forward+backward. Shape: 32 experts,
+8K token-rows, 512 -> 256 (the benchmark shape's expert up-projection). Writes a section to docs/performance.md.
 
     python benchmarks/grouped_matmul.py
 """

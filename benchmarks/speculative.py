@@ -47,8 +47,8 @@ def heldout_prompts(cfg, encode: Callable[[str], list[int]], count: int, length:
 
 def load_trained(workdir: Path):
     """(Config, params, encode, one-line description) of a training workdir's newest checkpoint."""
-    from eva_jax.infer.loading import load_checkpoint
     from eva_jax.checkpoints.workdir import newest_step
+    from eva_jax.infer.loading import load_checkpoint
 
     cfg, params, tokenizer = load_checkpoint(workdir)
     if tokenizer is None:

@@ -10,8 +10,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +29,8 @@ def summary(records: list[dict], minutes: float) -> list[str]:
     lines = ["| | step | elapsed | tokens seen | train loss | held-out loss |", "|---|---|---|---|---|---|"]
     lines.append(f"| first step | {first['step']} | {first['elapsed_s']:.0f} s | {first['tokens']:,} | "
                  f"{first['loss']:.3f} | {evals[0]['heldout_loss']:.3f} (step {evals[0]['step']}) |" if evals else
-                 f"| first step | {first['step']} | {first['elapsed_s']:.0f} s | {first['tokens']:,} | {first['loss']:.3f} | – |")
+                 f"| first step | {first['step']} | {first['elapsed_s']:.0f} s | {first['tokens']:,} | "
+                 f"{first['loss']:.3f} | – |")
     if last_eval:
         lines.append(f"| last held-out within {minutes:g} min | {last_eval['step']} | {last_eval['elapsed_s']:.0f} s | "
                      f"{last_eval['tokens']:,} | {last_eval['loss']:.3f} | {last_eval['heldout_loss']:.3f} |")

@@ -123,17 +123,21 @@ class ModelConfig:
         _require(self.num_mtp_layers >= 0, f"model.num_mtp_layers={self.num_mtp_layers} must be >= 0")
         _require(self.qk_rope_head_dim % 2 == 0, f"model.qk_rope_head_dim={self.qk_rope_head_dim} must be even")
         _require(0 <= self.first_k_dense_replace <= self.num_layers,
-                 f"model.first_k_dense_replace={self.first_k_dense_replace} must lie in [0, num_layers={self.num_layers}]")
+                 f"model.first_k_dense_replace={self.first_k_dense_replace} must lie in "
+                 f"[0, num_layers={self.num_layers}]")
         self._validate_routing()
-        _require(self.scoring_func in SCORING_FUNCS, f"model.scoring_func={self.scoring_func!r}: expected one of {SCORING_FUNCS}")
-        _require(self.topk_method in TOPK_METHODS, f"model.topk_method={self.topk_method!r}: expected one of {TOPK_METHODS}")
+        _require(self.scoring_func in SCORING_FUNCS,
+                 f"model.scoring_func={self.scoring_func!r}: expected one of {SCORING_FUNCS}")
+        _require(self.topk_method in TOPK_METHODS,
+                 f"model.topk_method={self.topk_method!r}: expected one of {TOPK_METHODS}")
         _require(self.dtype in DTYPES, f"model.dtype={self.dtype!r}: expected one of {DTYPES}")
         _require(self.param_dtype in DTYPES, f"model.param_dtype={self.param_dtype!r}: expected one of {DTYPES}")
         _require(self.attention_chunk >= 0 and self.moe_chunk_tokens >= 0,
                  f"model.attention_chunk={self.attention_chunk} and model.moe_chunk_tokens={self.moe_chunk_tokens} "
                  "must be ≥ 0 (0: no chunking)")
         _require(self.scan_unroll >= 1, f"model.scan_unroll={self.scan_unroll} must be a positive integer")
-        _require(self.remat_policy in REMAT_POLICIES, f"model.remat_policy={self.remat_policy!r}: expected one of {REMAT_POLICIES}")
+        _require(self.remat_policy in REMAT_POLICIES,
+                 f"model.remat_policy={self.remat_policy!r}: expected one of {REMAT_POLICIES}")
         _require(self.moe_impl in MOE_IMPLS, f"model.moe_impl={self.moe_impl!r}: expected one of {MOE_IMPLS}")
         _require(self.attention_impl in ATTENTION_IMPLS,
                  f"model.attention_impl={self.attention_impl!r}: expected one of {ATTENTION_IMPLS}")

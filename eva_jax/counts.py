@@ -7,8 +7,8 @@ import math
 import flax.linen as nn
 import jax
 
-from eva_jax.config import Config, ModelConfig
 from eva_jax.api import abstract_params, model_config
+from eva_jax.config import Config, ModelConfig
 
 # Buffers, not trained parameters: the reference's totals leave them out.
 BUFFERS = ("router_bias",)

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eva_jax.api import init_params, load_config, logits as model_logits
+from eva_jax.api import init_params, load_config
+from eva_jax.api import logits as model_logits
 from eva_jax.config import ConfigError
 from eva_jax.counts import param_counts
 from eva_jax.overrides import parse_sets

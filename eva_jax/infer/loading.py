@@ -12,8 +12,14 @@ import tokenizers
 from eva_jax.checkpoints import workdir as workdir_reader
 from eva_jax.checkpoints.hf import from_hf
 from eva_jax.config import Config
-from eva_jax.data.tokenizer import (META_FILE, TOKENIZER_FILE, Tokenizer, TokenizerError, deepseek_v3,
-                                    deepseek_v3_chat_template)
+from eva_jax.data.tokenizer import (
+    META_FILE,
+    TOKENIZER_FILE,
+    Tokenizer,
+    TokenizerError,
+    deepseek_v3,
+    deepseek_v3_chat_template,
+)
 
 # The workdir `python -m eva_jax.train` uses with no arguments (workdirs/<config>, default config v3_small).
 DEFAULT_WORKDIR = Path("workdirs") / "v3_small"

@@ -11,6 +11,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int
 
 # What a random draw is for; separate streams so speculative decoding never reuses a draw.
@@ -40,16 +41,37 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
+# The engine fills these on the host (numpy) and the jitted steps receive them as device arrays.
+HostOrDevice = Array | np.ndarray
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class RowSampling:
     """Per-row settings on device: temperature [B] (0 = greedy), top_k [B], top_p [B], seed [B], stream [B]."""
 
-    temperature: Float[Array, " B"]
-    top_k: Int[Array, " B"]
-    top_p: Float[Array, " B"]
-    seed: Int[Array, " B"]
-    stream: Int[Array, " B"]
+    temperature: Float[HostOrDevice, " B"]
+    top_k: Int[HostOrDevice, " B"]
+    top_p: Float[HostOrDevice, " B"]
+    seed: Int[HostOrDevice, " B"]
+    stream: Int[HostOrDevice, " B"]
+
+
+def nucleus_size(probs: Float[Array, "B V"], top_p: Float[HostOrDevice, " B"]) -> Int[Array, " B"]:
+    """How many of the sorted (descending) tokens the top-p nucleus holds: a token stays when the mass
+    strictly before it is below top_p, so the most likely one always stays.
+
+    An fp32 running sum from the top loses the tail: over 129K tokens it reaches 1.0 while tens of thousands of
+    tokens remain, so a nucleus near 1 would drop them. Each row compares the smaller of the two masses
+    instead, each summed from its own small end: the mass before a token for top_p <= 1/2, the mass from it
+    to the end of the tail (before < p  <=>  from > (1 - p) · total) above. 1 - p is exact in fp32 there.
+    """
+    p = top_p[:, None]
+    total = jnp.sum(probs, axis=-1, keepdims=True)
+    before = jnp.cumsum(probs, axis=-1) - probs
+    from_here = jax.lax.cumsum(probs, axis=probs.ndim - 1, reverse=True)
+    stays = jnp.where(p <= 0.5, before < p * total, from_here > (1.0 - p) * total)
+    return jnp.maximum(jnp.sum(stays, axis=-1), 1)
 
 
 def filtered_logits(logits: Float[Array, "B V"], s: RowSampling) -> Float[Array, "B V"]:
@@ -60,13 +82,8 @@ def filtered_logits(logits: Float[Array, "B V"], s: RowSampling) -> Float[Array,
     kth = jnp.take_along_axis(desc, jnp.clip(s.top_k - 1, 0, vocab - 1)[:, None], axis=-1)
     kth = jnp.where(s.top_k[:, None] > 0, kth, -jnp.inf)
     desc = jnp.where(desc >= kth, desc, -jnp.inf)
-    probs = jax.nn.softmax(desc, axis=-1)
-    # A token stays when the mass strictly before it is below top_p, so the most likely one always stays.
-    before = jnp.cumsum(probs, axis=-1) - probs
-    kept = jnp.maximum(jnp.sum(before < s.top_p[:, None], axis=-1), 1)
-    # top_p = 1 keeps everything: an fp32 running sum over a large vocabulary reaches 1.0 long before its
-    # last token (at 129K tokens it dropped up to 78K of them), so the nucleus test alone would cut the tail.
-    kept = jnp.where(s.top_p >= 1.0, vocab, kept)
+    # top_p = 1 keeps every token, also those whose probability underflows to 0.
+    kept = jnp.where(s.top_p >= 1.0, vocab, nucleus_size(jax.nn.softmax(desc, axis=-1), s.top_p))
     cutoff = jnp.take_along_axis(desc, (kept - 1)[:, None], axis=-1)
     return jnp.where((z >= kth) & (z >= cutoff), z, -jnp.inf)
 

@@ -23,7 +23,9 @@ from jaxtyping import Array, Float, Int
 
 from eva_jax.config import ModelConfig
 from eva_jax.infer import forward, sampling
-from eva_jax.nn.kv_cache import Rows
+from eva_jax.nn.kv_cache import Pages, Rows
+
+Pool = list[Pages]
 
 Params = dict[str, Any]
 
@@ -49,9 +51,9 @@ def _row_slice(x: Array, start: Int[Array, " B"], length: int) -> Array:
     return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
-def draft_chain(cfg: ModelConfig, params: Params, pool: Array, hidden: Float[Array, "B W Dm"],
+def draft_chain(cfg: ModelConfig, params: Params, pool: Pool, hidden: Float[Array, "B W Dm"],
                 z: Int[Array, "B Z"], base: Int[Array, " B"], frontier: Int[Array, " B"], page_table: Array,
-                samp: sampling.RowSampling, prefill: bool) -> tuple[Array, Array, Array, Array]:
+                samp: sampling.RowSampling, prefill: bool) -> tuple[Array, Array, Array, Pool]:
     """Runs MTP depths 1..D over slots base..base+W-1 (hidden holds the main hiddens there; z[i] is the token
     at position base+i, filled in with drafts as they are made). Returns (drafts [B, D], their
     distributions [B, D, V], z with the drafts written, pool)."""
@@ -99,8 +101,8 @@ def accept(logits: Float[Array, "B D1 V"], state: DraftState, samp: sampling.Row
     return tokens, accepted
 
 
-def verify_step(cfg: ModelConfig, params: Params, pool: Array, state: DraftState, n: Int[Array, " B"],
-                page_table: Array, samp: sampling.RowSampling) -> tuple[Array, Array, DraftState, Array]:
+def verify_step(cfg: ModelConfig, params: Params, pool: Pool, state: DraftState, n: Int[Array, " B"],
+                page_table: Array, samp: sampling.RowSampling) -> tuple[Array, Array, DraftState, Pool]:
     """One main forward over [x_n, drafts], acceptance, then the next drafts.
     Returns (tokens [B, D+1], accepted [B], next state, pool)."""
     d = cfg.num_mtp_layers
@@ -118,9 +120,9 @@ def verify_step(cfg: ModelConfig, params: Params, pool: Array, state: DraftState
     return tokens, accepted, nxt, pool
 
 
-def after_prefill(cfg: ModelConfig, params: Params, pool: Array, hidden: Float[Array, "B T Dm"],
+def after_prefill(cfg: ModelConfig, params: Params, pool: Pool, hidden: Float[Array, "B T Dm"],
                   prompt: Int[Array, "B T"], lengths: Int[Array, " B"], first: Int[Array, " B"],
-                  page_table: Array, samp: sampling.RowSampling) -> tuple[DraftState, Array]:
+                  page_table: Array, samp: sampling.RowSampling) -> tuple[DraftState, Pool]:
     """Fills every MTP cache over the prompt and makes the first drafts (the main model made x_P = first)."""
     b, t = prompt.shape
     d = cfg.num_mtp_layers

@@ -16,7 +16,9 @@ from jaxtyping import Array, Int
 from eva_jax.config import ModelConfig
 from eva_jax.infer import forward, sampling, speculative
 from eva_jax.infer.speculative import DraftState
-from eva_jax.nn.kv_cache import Rows
+from eva_jax.nn.kv_cache import Pages, Rows
+
+Pool = list[Pages]
 
 Params = dict[str, Any]
 
@@ -32,9 +34,9 @@ def _scatter(state: DraftState, slots: Int[Array, " B"], rows: DraftState) -> Dr
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "speculate"), donate_argnames=("pool", "state"))
-def prefill(cfg: ModelConfig, params: Params, pool: Array, state: DraftState | None, tokens: Int[Array, "B T"],
+def prefill(cfg: ModelConfig, params: Params, pool: Pool, state: DraftState | None, tokens: Int[Array, "B T"],
             lengths: Int[Array, " B"], page_table: Int[Array, "B P"], samp: sampling.RowSampling,
-            slots: Int[Array, " B"], speculate: bool) -> tuple[Array, DraftState | None, Array]:
+            slots: Int[Array, " B"], speculate: bool) -> tuple[Pool, DraftState | None, Array]:
     """Right-padded prompts (positions 0..len-1) into the cache; returns the first new token of each row."""
     b, t = tokens.shape
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
@@ -49,8 +51,8 @@ def prefill(cfg: ModelConfig, params: Params, pool: Array, state: DraftState | N
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("pool",))
-def decode_step(cfg: ModelConfig, params: Params, pool: Array, tokens: Int[Array, " B"], positions: Int[Array, " B"],
-                page_table: Int[Array, "B P"], samp: sampling.RowSampling) -> tuple[Array, Array]:
+def decode_step(cfg: ModelConfig, params: Params, pool: Pool, tokens: Int[Array, " B"], positions: Int[Array, " B"],
+                page_table: Int[Array, "B P"], samp: sampling.RowSampling) -> tuple[Pool, Array]:
     """Each row's newest token (at `positions`) through the model with the cache; returns the next tokens."""
     rows = Rows(positions[:, None], jnp.ones((positions.shape[0], 1), bool), page_table)
     h, pool = forward.main(cfg, params, pool, tokens[:, None], rows, prefill=False)
@@ -58,9 +60,9 @@ def decode_step(cfg: ModelConfig, params: Params, pool: Array, tokens: Int[Array
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("pool", "state"))
-def verify_step(cfg: ModelConfig, params: Params, pool: Array, state: DraftState, slots: Int[Array, " B"],
+def verify_step(cfg: ModelConfig, params: Params, pool: Pool, state: DraftState, slots: Int[Array, " B"],
                 n: Int[Array, " B"], page_table: Int[Array, "B P"], samp: sampling.RowSampling
-                ) -> tuple[Array, DraftState, Array, Array]:
+                ) -> tuple[Pool, DraftState, Array, Array]:
     """One speculative step for the rows at `slots`: (pool, state, tokens [B, D+1], accepted [B])."""
     rows_state = jax.tree.map(lambda s: s[slots], state)
     tokens, accepted, rows_state, pool = speculative.verify_step(cfg, params, pool, rows_state, n, page_table, samp)

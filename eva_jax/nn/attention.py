@@ -7,12 +7,12 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from eva_jax.config import ModelConfig
-from pallas_kernels.backend import resolve
 from pallas_kernels import latent_attention
+from pallas_kernels.backend import resolve
 
 
 def attention_mask(t: int, s: int, segment_ids_q: Int[Array, "B T"] | None = None,
-                   segment_ids_k: Int[Array, "B S"] | None = None, q_offset: int = 0) -> Bool[Array, "B T S"]:
+                   segment_ids_k: Int[Array, "B S"] | None = None, q_offset: int = 0) -> Bool[Array, "#B T S"]:
     """True where query t may attend key s: causal (s ≤ t + q_offset), and same segment when ids are given."""
     allowed = (jnp.arange(s)[None, :] <= (jnp.arange(t)[:, None] + q_offset))[None]
     if segment_ids_q is not None:
@@ -22,7 +22,7 @@ def attention_mask(t: int, s: int, segment_ids_q: Int[Array, "B T"] | None = Non
 
 def mla_attention(q_nope: Float[Array, "B T H N"], q_rope: Float[Array, "B T H R"],
                   k_nope: Float[Array, "B S H N"], k_rope: Float[Array, "B S R"],
-                  v: Float[Array, "B S H V"], mask: Bool[Array, "B T S"], scale: float) -> Float[Array, "B T H V"]:
+                  v: Float[Array, "B S H V"], mask: Bool[Array, "#B T S"], scale: float) -> Float[Array, "B T H V"]:
     """softmax(scale·(q_nope·k_nope + q_rope·k_rope) + mask)·v, scores and softmax in fp32 (reference §2.2).
 
     The shared rope key is broadcast to every head and joined to the nope key, so one contraction over 96

@@ -14,8 +14,8 @@ from jaxtyping import Array, Bool, Float, Int
 from eva_jax.config import ModelConfig
 from eva_jax.nn import kv_cache
 from eva_jax.nn.kv_cache import Pages, Rows
-from pallas_kernels.backend import KernelChoice, resolve
 from pallas_kernels import latent_attention
+from pallas_kernels.backend import KernelChoice, resolve
 
 
 def _power_of_two(n: int) -> bool:

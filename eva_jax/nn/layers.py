@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from eva_jax.config import ModelConfig
 from eva_jax.parallel.rules import MeshRules
@@ -25,7 +26,7 @@ def kernel_init(cfg: ModelConfig) -> nn.initializers.Initializer:
 
 
 def param(module: nn.Module, name: str, shape: Sequence[int], axes: tuple[str, ...],
-          init: nn.initializers.Initializer, dtype: jnp.dtype) -> jax.Array:
+          init: nn.initializers.Initializer, dtype: DTypeLike) -> jax.Array:
     """Declares a parameter whose dimensions carry logical axis names (used by the sharding rules)."""
     assert len(shape) == len(axes), (name, shape, axes)
     value = module.param(name, nn.with_logical_partitioning(init, axes), tuple(shape), dtype)

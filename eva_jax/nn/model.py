@@ -49,7 +49,8 @@ class Transformer(nn.Module):
     def setup(self) -> None:
         cfg, sh = self.cfg, self.sharding
         pdt = jnp.dtype(cfg.param_dtype)
-        self.embedding = param(self, "embed", (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), kernel_init(cfg), pdt)
+        self.embedding = param(self, "embed", (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), kernel_init(cfg),
+                               pdt)
         counts = {"dense_layers": cfg.num_dense_layers, "moe_layers": cfg.num_moe_layers}
         for name, count in counts.items():
             if self.scan_layers:
@@ -57,7 +58,8 @@ class Transformer(nn.Module):
             else:
                 setattr(self, name, [Block(cfg, name == "moe_layers", sh) for _ in range(count)])
         self.final_norm = RMSNorm(cfg.rms_norm_eps, cfg.param_dtype)
-        self.lm_head = param(self, "lm_head", (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), kernel_init(cfg), pdt)
+        self.lm_head = param(self, "lm_head", (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), kernel_init(cfg),
+                             pdt)
         self.mtp = [MTPModule(cfg, sh, name=f"mtp_{k}") for k in range(cfg.num_mtp_layers)]
 
     def embed(self, tokens: Int[Array, "B T"]) -> Float[Array, "B T D"]:

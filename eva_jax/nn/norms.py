@@ -24,5 +24,6 @@ class RMSNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: Float[Array, "... D"]) -> Float[Array, "... D"]:
-        gain = param(self, "scale", (x.shape[-1],), (self.axis_name,), nn.initializers.ones, jnp.dtype(self.param_dtype))
+        gain = param(self, "scale", (x.shape[-1],), (self.axis_name,), nn.initializers.ones,
+                     jnp.dtype(self.param_dtype))
         return rms_norm(x, gain, self.eps)

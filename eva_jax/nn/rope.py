@@ -18,7 +18,7 @@ def _correction_dim(rotations: float, dim: int, base: float, original_len: int) 
     return dim * math.log(original_len / (rotations * 2 * math.pi)) / (2 * math.log(base))
 
 
-def yarn_ramp_bounds(dim: int, base: float, yarn: YarnConfig) -> tuple[float, float]:
+def yarn_ramp_bounds(dim: int, base: float, yarn: YarnConfig) -> tuple[int | float, int | float]:
     """The [low, high] dimension range blended between extrapolation and interpolation (§3 step 3)."""
     low = _correction_dim(yarn.beta_fast, dim, base, yarn.original_max_position_embeddings)
     high = _correction_dim(yarn.beta_slow, dim, base, yarn.original_max_position_embeddings)
@@ -53,7 +53,8 @@ def cos_sin_amplitude(yarn: YarnConfig | None) -> float:
     return yarn_mscale(yarn.factor)
 
 
-def rope_tables(cfg: ModelConfig, positions: Int[Array, "B T"]) -> tuple[Float[Array, "B T R2"], Float[Array, "B T R2"]]:
+def rope_tables(cfg: ModelConfig, positions: Int[Array, "B T"]
+                ) -> tuple[Float[Array, "B T R2"], Float[Array, "B T R2"]]:
     """cos and sin of θ_j = pos·ω_j in fp32, scaled by the YaRN amplitude; R2 = qk_rope_head_dim / 2."""
     inv_freq = jnp.asarray(inverse_frequencies(cfg.qk_rope_head_dim, cfg.rope_theta, cfg.rope_scaling))
     angles = positions.astype(jnp.float32)[..., None] * inv_freq

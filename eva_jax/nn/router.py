@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from eva_jax.config import ModelConfig
 
@@ -23,7 +23,7 @@ def affinities(logits: Float[Array, "N E"], scoring_func: str) -> Float[Array, "
     return jax.nn.softmax(logits, axis=-1)
 
 
-def group_mask(choice: Float[Array, "N E"], n_group: int, topk_group: int, method: str) -> Float[Array, "N E"]:
+def group_mask(choice: Float[Array, "N E"], n_group: int, topk_group: int, method: str) -> Bool[Array, "N E"]:
     """True for experts in the topk_group best groups; a group scores the sum of its top-2 (noaux_tc)
     or its maximum (group_limited_greedy)."""
     n, e = choice.shape
@@ -37,7 +37,7 @@ def group_mask(choice: Float[Array, "N E"], n_group: int, topk_group: int, metho
     return jnp.repeat(kept_groups, e // n_group, axis=1)
 
 
-def node_mask(choice: Float[Array, "N E"], nodes: int, max_nodes: int, k: int) -> Float[Array, "N E"]:
+def node_mask(choice: Float[Array, "N E"], nodes: int, max_nodes: int, k: int) -> Bool[Array, "N E"]:
     """True for experts on the max_nodes best of `nodes` contiguous expert blocks (reference §4.3): a node
     scores the sum of its top ceil(K/M) biased affinities, the rule DeepSeek-V3 trained with."""
     n, e = choice.shape

@@ -8,6 +8,7 @@ import os
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 # Set by eva_jax.parallel.launch (or by hand, e.g. on GPU clusters without a scheduler JAX detects).
 COORDINATOR, NUM_PROCESSES, PROCESS_ID = "EVA_COORDINATOR", "EVA_NUM_PROCESSES", "EVA_PROCESS_ID"
@@ -43,8 +44,6 @@ def allgather_json(value) -> list:
     """Every process's JSON-serialisable `value`, in process order (e.g. data-iterator states)."""
     if jax.process_count() == 1:
         return [value]
-    from jax.experimental import multihost_utils
-
     blob = np.frombuffer(json.dumps(value).encode(), np.uint8)
     lengths = np.asarray(multihost_utils.process_allgather(np.array([blob.size], np.int32))).reshape(-1)
     padded = np.zeros((int(lengths.max()),), np.uint8)
@@ -55,6 +54,4 @@ def allgather_json(value) -> list:
 
 def barrier(name: str) -> None:
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)

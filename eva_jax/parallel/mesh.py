@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 
 import jax
-import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh
 
 from eva_jax.config import MESH_AXES, ConfigError, MeshConfig
@@ -54,8 +54,6 @@ def make_mesh(mesh_cfg: MeshConfig, devices: Sequence[jax.Device] | None = None)
     types = (AxisType.Auto,) * len(MESH_AXES)
     if math.prod(dcn.values()) == 1:
         return jax.make_mesh(tuple(shape[a] for a in MESH_AXES), MESH_AXES, axis_types=types, devices=devices)
-    from jax.experimental import mesh_utils
-
     ici = ici_shape(shape, dcn)
     # CPU and GPU devices have no slice_index; there each process is one "slice" (granule).
     granule_is_process = not hasattr(devices[0], "slice_index")
@@ -86,8 +84,6 @@ def describe_shape(mesh: Mesh | jax.sharding.AbstractMesh) -> str:
     return _fmt(dict(zip(mesh.axis_names, mesh.axis_sizes)))
 
 
-def device_grid(mesh: Mesh) -> np.ndarray:
-    return np.vectorize(lambda d: d.id)(mesh.devices)
 
 
 def abstract_mesh(mesh_cfg: MeshConfig, device_count: int) -> jax.sharding.AbstractMesh:

@@ -13,7 +13,8 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from eva_jax.config import Config
 from eva_jax.parallel.mesh import BATCH_AXES, axis_size

@@ -8,7 +8,8 @@ import warnings
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from eva_jax.config import Config, ConfigError
 from eva_jax.parallel.mesh import BATCH_AXES, batch_shards, resolve_shape

@@ -94,7 +94,8 @@ def _report(cfg: Config, devices: int, hbm_gb: float) -> str:
     model_flops = train_flops_per_token(cfg) * tokens / batch_shards(mesh)
     m = cfg.model
     lines = [
-        f"dry run: {cfg.name} on mesh {describe_shape(mesh)} ({devices} simulated devices), mesh.rules={cfg.mesh.rules}, "
+        f"dry run: {cfg.name} on mesh {describe_shape(mesh)} ({devices} simulated devices), "
+        f"mesh.rules={cfg.mesh.rules}, "
         f"zero1={cfg.mesh.zero1}, moe_impl={m.moe_impl}, remat={m.remat_policy}",
         f"parameters: {_count(counts['total'])} total / {_count(counts['activated'])} activated per token "
         f"(+{_count(counts['mtp'])} in the MTP modules)",

@@ -22,11 +22,11 @@ from eva_jax.data.pipeline import model_inputs, open_data
 from eva_jax.parallel import distributed
 from eva_jax.parallel.mesh import make_mesh
 from eva_jax.parallel.sharding import check_batch, shard_batch, shard_rows, train_devices
-from eva_jax.train.state_sharding import init_sharded_state
 from eva_jax.train import schedules
 from eva_jax.train.checkpoint import RunCheckpoints, config_record
 from eva_jax.train.metrics import MetricsLog, peak_flops, train_flops_per_token
 from eva_jax.train.optim import make_optimizer
+from eva_jax.train.state_sharding import init_sharded_state
 from eva_jax.train.step import TrainState, heldout_loss, make_train_step
 
 

@@ -4,6 +4,7 @@ WORKDIR/tensorboard, and a live progress line on the terminal."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,8 +21,6 @@ PEAK_FLOPS = {"TPU v5p": 459e12, "TPU v5 lite": 197e12, "TPU v6 lite": 918e12, "
 
 def cpu_peak_flops() -> float:
     """Cores × clock × 32 fp32 FLOP/cycle (two 8-wide FMA units): the stated peak of an AVX2 core."""
-    import os
-
     mhz = 2500.0
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -55,7 +54,7 @@ def train_flops_per_token(cfg: Config) -> float:
     if m.num_mtp_layers:  # MTP modules' own weights, plus the shared head once per depth
         active += counts["mtp_activated"] - 2 * embed + m.num_mtp_layers * embed
     layers = m.num_layers + m.num_mtp_layers
-    return 6 * active + 6 * layers * m.num_heads * (m.qk_head_dim + m.v_head_dim) * cfg.train.seq_len
+    return float(6 * active + 6 * layers * m.num_heads * (m.qk_head_dim + m.v_head_dim) * cfg.train.seq_len)
 
 
 class MetricsLog:
@@ -66,6 +65,8 @@ class MetricsLog:
         self.total_steps, self.start_time, self.start_step = total_steps, time.perf_counter(), resume_step
         self.tty = sys.stdout.isatty()
         try:
+            # local import: tensorboardX imports torch (~1.3 s); only a run that writes logs pays for it, and
+            # without it the JSON log still works.
             from tensorboardX import SummaryWriter
 
             self.tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step + 1)

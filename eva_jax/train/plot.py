@@ -17,10 +17,12 @@ def read_metrics(workdir: Path) -> list[dict]:
 
 
 def render(workdir: Path, out: Path) -> Path:
+    # local import: matplotlib is heavy and only plotting needs it; the Agg backend must be chosen before pyplot
+    # is imported.
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # local import: after matplotlib.use("Agg") above
 
     records = read_metrics(workdir)
     tokens = [r["tokens"] / 1e6 for r in records]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.struct
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -12,9 +13,13 @@ from eva_jax.api import Params
 
 @flax.struct.dataclass
 class TrainState:
-    step: jax.Array
-    params: Params
-    opt_state: optax.OptState
+    """step is an int32 [] array. The same pytree also carries the state's PartitionSpecs, shardings and
+    ShapeDtypeStructs (eva_jax/train/state_sharding.py), hence the loose annotations: the run-time type checks
+    (tests/conftest.py) would otherwise reject those trees."""
+
+    step: Any
+    params: Any
+    opt_state: Any
 
 
 def init_state(params: Params, tx: optax.GradientTransformation) -> TrainState:

@@ -47,7 +47,8 @@ def _unquote(s: str) -> str:
 @functools.lru_cache(maxsize=None)
 def load_hcl(path: Path) -> dict:
     """Parsed once per test session; callers must not mutate the result."""
-    names = {f.name for f in dataclasses.fields(hcl2.SerializationOptions)} if hasattr(hcl2, "SerializationOptions") else set()
+    options = getattr(hcl2, "SerializationOptions", None)
+    names = {f.name for f in dataclasses.fields(options)} if options is not None else set()
     with open(path) as f:
         if "strip_string_quotes" in names:
             opts = hcl2.SerializationOptions(with_comments=False, strip_string_quotes=True)

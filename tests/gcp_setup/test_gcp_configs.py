@@ -8,8 +8,7 @@ import re
 
 import pytest
 
-from .helpers import (CONFIGS, ENVIRONMENTS, TF_DIR, accelerator_chips, env_file, tfvars,
-                      topology_chips)
+from .helpers import CONFIGS, ENVIRONMENTS, TF_DIR, accelerator_chips, env_file, tfvars, topology_chips
 
 # Keys the scripts need that Terraform does not know about.
 TRAINING_KEYS = {"EVA_CONFIG", "EVA_RUN_NAME", "EVA_TRAIN_SETS"}

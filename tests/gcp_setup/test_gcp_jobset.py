@@ -58,7 +58,8 @@ def test_tpu_manifest_fits_the_slice_node_pools():
     ev = env_file("v6e-256")
     docs = _render("v6e-256")
     js = _jobset(docs)
-    assert js["metadata"]["annotations"]["alpha.jobset.sigs.k8s.io/exclusive-topology"] == "cloud.google.com/gke-nodepool"
+    annotations = js["metadata"]["annotations"]
+    assert annotations["alpha.jobset.sigs.k8s.io/exclusive-topology"] == "cloud.google.com/gke-nodepool"
     (rj,) = js["spec"]["replicatedJobs"]
     assert rj["replicas"] == int(ev["EVA_NUM_SLICES"])
     job = rj["template"]["spec"]

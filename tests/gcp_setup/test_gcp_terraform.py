@@ -89,7 +89,8 @@ def test_ssh_and_jupyter_only_from_iap():
         ranges = [IAP_RANGE if r == "${local.iap_range}" else r for r in ranges]
         for allow in body.get("allow", []):
             ports = [str(p) for p in allow.get("ports", [])]
-            exposes = allow["protocol"] == "all" or "22" in ports or jupyter_port in ports or any("jupyter_port" in p for p in ports)
+            exposes = (allow["protocol"] == "all" or "22" in ports or jupyter_port in ports
+                       or any("jupyter_port" in p for p in ports))
             if exposes:
                 assert "0.0.0.0/0" not in ranges, name
                 if allow["protocol"] == "tcp":
@@ -127,7 +128,7 @@ def test_dev_instance_matches_the_seed():
     assert body["scheduling"][0]["preemptible"] == "${var.dev_instance.preemptible}"
     default = _all("variable")["dev_instance"]["type"]
     assert 'optional(string, "n1-standard-4")' in default.replace("\\", "")
-    assert "optional(bool, true)" in default and "optional(number, 30)" in default and "optional(number, 8888)" in default
+    assert all(f in default for f in ("optional(bool, true)", "optional(number, 30)", "optional(number, 8888)"))
 
 
 def test_gke_pools_compact_topology_h200_and_jobset():
@@ -210,7 +211,8 @@ def test_dev_startup_template_renders_to_valid_bash(tmp_path):
     dev = values["dev_instance"]
     subst = {
         "repo_url": values["eva_repo_url"], "git_ref": values["eva_git_ref"], "bucket": values["bucket_name"],
-        "dev_user": dev["user"], "jupyter_port": str(dev["jupyter_port"]), "idle_minutes": str(dev["idle_shutdown_minutes"]),
+        "dev_user": dev["user"], "jupyter_port": str(dev["jupyter_port"]),
+        "idle_minutes": str(dev["idle_shutdown_minutes"]),
     }
     template = (TF_DIR / "templates" / "dev-startup.sh.tftpl").read_text()
     used = set(re.findall(r"(?<!\$)\$\{(\w+)\}", template))

@@ -10,7 +10,7 @@ import pytest
 
 import eva_jax
 from eva_jax.infer.batching import Engine
-from tests.infer.conftest import ENGINE, MAIN, random_params, ragged_prompts
+from tests.infer.conftest import ENGINE, MAIN, ragged_prompts, random_params
 
 # MAIN's model with two MTP depths: verification feeds D + 1 = 3 tokens a row, MTP windows 2D + 1 = 5.
 MODEL = {**MAIN, "model.num_mtp_layers": 2}

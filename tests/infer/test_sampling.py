@@ -1,6 +1,7 @@
 """Sampling filters and draws, on small hand-made distributions."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
@@ -19,7 +20,7 @@ LOGITS = np.log(np.array([[0.4, 0.3, 0.15, 0.1, 0.05]], np.float32))
 
 
 def kept(**kw):
-    return np.isfinite(np.asarray(sampling.filtered_logits(LOGITS, rows(1, **kw))))[0].tolist()
+    return np.isfinite(np.asarray(sampling.filtered_logits(jnp.asarray(LOGITS), rows(1, **kw))))[0].tolist()
 
 
 def test_top_k_and_top_p_keep_the_right_tokens():
@@ -36,7 +37,7 @@ def test_top_k_and_top_p_keep_the_right_tokens():
 def test_greedy_rows_are_one_hot_and_sampled_rows_renormalise():
     s = rows(2, top_k=3)
     s.temperature[0] = 0.0
-    p = np.asarray(sampling.distribution(np.repeat(LOGITS, 2, 0), s))
+    p = np.asarray(sampling.distribution(jnp.asarray(np.repeat(LOGITS, 2, 0)), s))
     np.testing.assert_allclose(p[0], [1, 0, 0, 0, 0])
     np.testing.assert_allclose(p[1], np.array([0.4, 0.3, 0.15, 0, 0]) / 0.85, rtol=1e-5)
 
@@ -65,7 +66,22 @@ def test_out_of_range_settings_are_refused(bad):
 def test_top_p_of_one_keeps_all_of_a_large_vocabulary():
     """At DeepSeek-V3's 129,280 tokens the fp32 running sum of probabilities reaches 1.0 early; top_p = 1
     must still keep every token (the nucleus test alone dropped tens of thousands)."""
-    logits = np.random.default_rng(0).standard_normal((2, 129_280)).astype(np.float32) * 3
+    logits = jnp.asarray(np.random.default_rng(0).standard_normal((2, 129_280)).astype(np.float32) * 3)
     out = np.asarray(sampling.filtered_logits(logits, rows(2, top_p=1.0)))
-    assert np.isfinite(out).all()
+    assert np.isinf(out).sum() == 0  # tokens dropped
     assert np.isfinite(np.asarray(sampling.filtered_logits(logits, rows(2, top_p=0.9)))).sum(-1).max() < 129_280
+
+
+@pytest.mark.parametrize("top_p", [0.1, 0.5, 0.9, 0.999, 0.9999, 0.99999, 0.999999])
+def test_the_nucleus_of_a_large_vocabulary_matches_float64(top_p):
+    """Near top_p = 1 the nucleus boundary lies in a tail of tiny probabilities; the kept set must be the one
+    float64 arithmetic gives, up to tokens within 1e-4 (relative to the smaller mass) of the boundary."""
+    logits = np.random.default_rng(1).standard_normal((1, 129_280)).astype(np.float32) * 3
+    out = np.asarray(sampling.filtered_logits(jnp.asarray(logits), rows(1, top_p=top_p)))[0]
+    z = np.sort(logits[0].astype(np.float64))[::-1]
+    probs = np.exp(z - z[0]) / np.exp(z - z[0]).sum()
+    before = np.cumsum(probs) - probs
+    p = float(np.float32(top_p))
+    band = 1e-4 * min(p, 1 - p)
+    kept = np.isfinite(out).sum()
+    assert (before < p - band).sum() <= kept <= max((before < p + band).sum(), 1)

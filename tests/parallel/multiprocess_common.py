@@ -2,7 +2,6 @@
 training of a few steps on a mesh with synthetic, deterministic global batches."""
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
@@ -10,9 +9,9 @@ from jax.sharding import NamedSharding
 import eva_jax
 from eva_jax.api import abstract_params
 from eva_jax.parallel.sharding import batch_spec, shard_batch
-from eva_jax.train.state_sharding import init_sharded_state
 from eva_jax.train import schedules
 from eva_jax.train.optim import make_optimizer
+from eva_jax.train.state_sharding import init_sharded_state
 from eva_jax.train.step import make_train_step
 
 SETS = {"train.batch_start": 16, "train.global_batch": 16, "train.micro_batch": 8, "train.steps": 3,

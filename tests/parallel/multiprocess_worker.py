@@ -26,8 +26,8 @@ checkpoints.save(len(losses), state, {"process": jax.process_index()}, {"step": 
 checkpoints.close()
 (out / f"losses_{jax.process_index()}.json").write_text(json.dumps(losses))
 # The whole trained state as numpy (gathered across the processes), to check the restore bit for bit.
-from jax.experimental import multihost_utils  # noqa: E402
 import numpy as np  # noqa: E402
+from jax.experimental import multihost_utils  # noqa: E402
 
 gathered = multihost_utils.process_allgather(state, tiled=True)
 if jax.process_index() == 0:

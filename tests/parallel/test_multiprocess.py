@@ -12,8 +12,8 @@ import pytest
 
 from eva_jax.parallel.launch import launch
 from eva_jax.parallel.mesh import make_mesh
-from eva_jax.train.state_sharding import state_shardings
 from eva_jax.train.checkpoint import RunCheckpoints
+from eva_jax.train.state_sharding import state_shardings
 from tests.parallel.multiprocess_common import STEPS, config, optimizer, train
 
 ROOT = Path(__file__).resolve().parents[2]

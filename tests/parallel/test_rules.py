@@ -10,8 +10,8 @@ from jax.sharding import PartitionSpec as P
 import eva_jax
 from eva_jax.config import ConfigError
 from eva_jax.parallel import rules
-from eva_jax.train.layout_report import sharding_listing
 from eva_jax.parallel.mesh import abstract_mesh, ici_shape, make_mesh, resolve_shape
+from eva_jax.train.layout_report import sharding_listing
 
 GOLDEN = Path(__file__).parent / "golden" / "v3_671b_sharding.txt"
 

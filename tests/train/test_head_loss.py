@@ -55,7 +55,8 @@ def test_all_masked_is_zero_and_bf16_is_close():
 def test_a_batch_sharded_over_the_mesh_stays_sharded():
     """Under a data=8 mesh each device computes the loss of its own rows: the compiled step gathers no hidden
     states, and the values equal the unsharded ones."""
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     h, w, targets, mask = setup(b=8, t=12)
     # Auto axes, as eva_jax.parallel.mesh makes them.

@@ -32,7 +32,8 @@ def test_loss_parts_equal_hand_computation(setup):
     lam = 0.3
     total, aux = objective(params, batch, jnp.float32(lam), cfg)
     main = log_softmax_nll(eva_jax.logits(cfg, params, tokens[:, :-1]), tokens[:, 1:])
-    mtp = [log_softmax_nll(m, tokens[:, k + 1:]) for k, m in enumerate(eva_jax.mtp_logits(cfg, params, tokens[:, :-1]), 1)]
+    mtp_out = eva_jax.mtp_logits(cfg, params, tokens[:, :-1])
+    mtp = [log_softmax_nll(m, tokens[:, k + 1:]) for k, m in enumerate(mtp_out, 1)]
     assert float(aux["loss"]) == pytest.approx(main, rel=1e-5)
     assert float(aux["mtp_loss"]) == pytest.approx(np.mean(mtp), rel=1e-5)
     expected = main + lam * np.mean(mtp) + cfg.train.balance_alpha * float(aux["balance_loss"])
