@@ -25,6 +25,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as pltriton
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
 from pallas_kernels.backend import Flavour, kernel_mode
@@ -94,7 +95,7 @@ def _blocks(m: int, n: int, flavour: Flavour, block_m: int | None, block_n: int 
 
 
 def fp8_scaled_matmul(a_q: Array, a_scale: Float[Array, "M Kb"], b_q: Array, b_scale: Float[Array, "Kb N"], *,
-                      out_dtype: jnp.dtype = jnp.bfloat16, interpret: bool | None = None,
+                      out_dtype: DTypeLike = jnp.bfloat16, interpret: bool | None = None,
                       flavour: Flavour | None = None, block_m: int | None = None, block_n: int | None = None,
                       block_k: int | None = None, num_warps: int = 8, num_stages: int = 3) -> Array:
     """Y [M, N] = Σ_kb a_scale[:, kb]·b_scale[kb, :]·(a_q · b_q over K tile kb), from pre-quantised operands.
@@ -156,7 +157,7 @@ def _trainable(interpret: bool, flavour: Flavour):
     return fp8_linear(functools.partial(fp8_scaled_matmul, interpret=interpret, flavour=flavour))
 
 
-def fp8_matmul(x: Float[Array, "*B K"], w: Float[Array, "K N"], *, out_dtype: jnp.dtype | None = None,
+def fp8_matmul(x: Float[Array, "*B K"], w: Float[Array, "K N"], *, out_dtype: DTypeLike | None = None,
                interpret: bool | None = None, flavour: Flavour | None = None) -> Float[Array, "*B N"]:
     """x · w through the FP8 recipe (1×128 activation tiles, 128×128 weight blocks, E4M3, fp32 promotion).
 

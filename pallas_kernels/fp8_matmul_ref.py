@@ -24,10 +24,11 @@ In practice (random Gaussian data) the relative Frobenius error is ≈ 3–4 %.
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, Protocol
+from typing import Callable, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float
 
 from pallas_kernels.quant import FP8_DTYPE, quantize_blocks, quantize_tiles
@@ -35,10 +36,11 @@ from pallas_kernels.quant import FP8_DTYPE, quantize_blocks, quantize_tiles
 TILE = 128
 
 
+@runtime_checkable
 class ScaledGemm(Protocol):
     """Y[m, n] = Σ_kb a_scale[m, kb]·b_scale[kb, n]·(a_q[m, kb-tile] · b_q[kb-tile, n]), fp32 accumulation."""
 
-    def __call__(self, a_q: Array, a_scale: Array, b_q: Array, b_scale: Array, *, out_dtype: jnp.dtype) -> Array:
+    def __call__(self, a_q: Array, a_scale: Array, b_q: Array, b_scale: Array, *, out_dtype: DTypeLike) -> Array:
         ...
 
 
@@ -48,7 +50,7 @@ def column_scales(block_scale: Float[Array, "Kb Nb"], n: int, block: int = TILE)
 
 
 def scaled_matmul_ref(a_q: Array, a_scale: Float[Array, "M Kb"], b_q: Array, b_scale: Float[Array, "Kb N"], *,
-                      out_dtype: jnp.dtype = jnp.float32) -> Array:
+                      out_dtype: DTypeLike = jnp.float32) -> Array:
     """dequant(a_q, a_scale) · dequant(b_q, b_scale) in fp32 at highest precision (the reference GEMM).
 
     a_q [M, K] and b_q [K, N] are E4M3; a_scale has one scale per row per 128 of K, b_scale one per 128 of K
@@ -76,19 +78,19 @@ def _check_operands(a_q: Array, a_scale: Array, b_q: Array, b_scale: Array) -> N
 def fp8_linear(gemm: ScaledGemm) -> Callable[[Array, Array, jnp.dtype], Array]:
     """x [M, K] · w [K, N] through FP8 in forward, dgrad and wgrad, with `gemm` doing the three products."""
 
-    def forward(x: Array, w: Array, out_dtype: jnp.dtype) -> Array:
+    def forward(x: Array, w: Array, out_dtype: DTypeLike) -> Array:
         x_q, x_s = quantize_tiles(x, axis=1)
         w_q, w_s = quantize_blocks(w, xp=jnp)
         return gemm(x_q, x_s, w_q, column_scales(w_s, w.shape[1]), out_dtype=out_dtype)
 
     @partial(jax.custom_vjp, nondiff_argnums=(2,))
-    def matmul(x: Array, w: Array, out_dtype: jnp.dtype) -> Array:
+    def matmul(x: Array, w: Array, out_dtype: DTypeLike) -> Array:
         return forward(x, w, out_dtype)
 
-    def matmul_fwd(x: Array, w: Array, out_dtype: jnp.dtype) -> tuple[Array, tuple[Array, Array]]:
+    def matmul_fwd(x: Array, w: Array, out_dtype: DTypeLike) -> tuple[Array, tuple[Array, Array]]:
         return forward(x, w, out_dtype), (x, w)
 
-    def matmul_bwd(out_dtype: jnp.dtype, res: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
+    def matmul_bwd(out_dtype: DTypeLike, res: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
         x, w = res
         # dgrad contracts over N: dY tiles run along N and the weight blocks are reused transposed.
         dy_q, dy_s = quantize_tiles(dy, axis=1)
@@ -108,7 +110,7 @@ _fp8_matmul_ref_2d = fp8_linear(scaled_matmul_ref)
 
 
 def fp8_matmul_ref(x: Float[Array, "*B K"], w: Float[Array, "K N"], *,
-                   out_dtype: jnp.dtype | None = None) -> Float[Array, "*B N"]:
+                   out_dtype: DTypeLike | None = None) -> Float[Array, "*B N"]:
     """The FP8 recipe with the reference GEMM: the fallback for `fp8_matmul` and the kernel's test oracle."""
     out_dtype = jnp.dtype(out_dtype or x.dtype)
     y = _fp8_matmul_ref_2d(x.reshape(-1, x.shape[-1]), w, out_dtype)

@@ -136,7 +136,7 @@ def _merge_splits(o: Array, lse: Array) -> Array:
 
 def mla_decode(q_latent: Float[Array, "B T H C"], q_rope: Float[Array, "B T H R"],
                latent_pages: Float[Array, "P Z C"], rope_pages: Float[Array, "P Z R"],
-               page_table: Int[Array, "B M"], lengths: Int[Array, "B"], scale: float, *,
+               page_table: Int[Array, "B M"], lengths: Int[Array, " B"], scale: float, *,
                interpret: bool | None = None, flavour: Flavour | None = None, block_rows: int | None = None,
                num_splits: int | None = None, num_warps: int = 8, num_stages: int = 2) -> Float[Array, "B T H C"]:
     """Absorbed MLA attention of T new tokens per sequence over a paged latent cache; output in latent space.

@@ -36,7 +36,7 @@ def flash_mla_ref(q_nope: Float[Array, "B T H N"], q_rope: Float[Array, "B T H R
 
 
 def mla_decode_ref(q_latent: Float[Array, "B T H C"], q_rope: Float[Array, "B T H R"],
-                   latent: Float[Array, "B S C"], k_rope: Float[Array, "B S R"], lengths: Int[Array, "B"],
+                   latent: Float[Array, "B S C"], k_rope: Float[Array, "B S R"], lengths: Int[Array, " B"],
                    scale: float) -> Float[Array, "B T H C"]:
     """Absorbed MLA over a contiguous latent cache (reference §2.4); output stays in latent space.
 
@@ -64,7 +64,7 @@ def gather_pages(pages: Float[Array, "P Z X"], page_table: Int[Array, "B M"]) ->
 
 def mla_decode_paged_ref(q_latent: Float[Array, "B T H C"], q_rope: Float[Array, "B T H R"],
                          latent_pages: Float[Array, "P Z C"], rope_pages: Float[Array, "P Z R"],
-                         page_table: Int[Array, "B M"], lengths: Int[Array, "B"], scale: float
+                         page_table: Int[Array, "B M"], lengths: Int[Array, " B"], scale: float
                          ) -> Float[Array, "B T H C"]:
     """`mla_decode_ref` over a paged cache; page-table entries past a sequence's last page are ignored."""
     n_used = -(-lengths // latent_pages.shape[1])

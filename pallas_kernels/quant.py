@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
@@ -65,8 +66,6 @@ def quantize_tiles(x: Any, axis: int = -1, tile: int = 128, power_of_two: bool =
     smaller than that and the floor would flush them to E4M3 subnormals; an all-zero tile gets S = 1 instead.
     jax.numpy only (runs inside jit and custom_vjp rules).
     """
-    import jax.numpy as jnp
-
     axis = axis % x.ndim
     x = jnp.moveaxis(x.astype(jnp.float32), axis, -1)
     n = x.shape[-1]
@@ -85,8 +84,6 @@ def quantize_tiles(x: Any, axis: int = -1, tile: int = 128, power_of_two: bool =
 
 def dequantize_tiles(q: Any, scale: Any, axis: int = -1, tile: int = 128) -> Any:
     """float32 values from E4M3 tiles and their scales (the inverse layout of `quantize_tiles`)."""
-    import jax.numpy as jnp
-
     axis = axis % q.ndim
     if scale.shape != tile_scale_shape(q.shape, axis, tile):
         raise ValueError(f"scales {tuple(scale.shape)} do not match values {tuple(q.shape)} in tiles of {tile} "
