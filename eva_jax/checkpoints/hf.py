@@ -94,9 +94,10 @@ def load_params(cfg: ModelConfig, reader: CheckpointReader, block: int = 128) ->
             if tuple(x.shape) != expected:
                 raise CheckpointError(f"tensor {entry.hf_name} has shape {tuple(x.shape)}, expected {expected}")
             buffer[entry.index] = hf_names.to_eva(x, entry.layout, cfg.num_heads).astype(leaf.dtype)
-        # A copy into memory the runtime owns: jnp.asarray may alias an aligned numpy buffer, which would keep
-        # every leaf's host buffer alive (and host memory bounded only by the checkpoint's size).
-        _set(params, path, jnp.array(buffer, copy=True))
+        # A copy into memory the runtime owns (jnp.asarray may alias an aligned numpy buffer and keep it alive),
+        # finished before the buffer goes: the copy is dispatched asynchronously and holds the buffer until it
+        # is done, so on a busy machine several leaves' buffers would otherwise be alive at once.
+        _set(params, path, jnp.array(buffer, copy=True).block_until_ready())
         del buffer
     _warn_unused(cfg, reader)
     return params
