@@ -24,15 +24,9 @@ CONFIG = Config(
         topk_group=2,
         first_k_dense_replace=1,
         routed_scaling_factor=2.5,
-        norm_topk_prob=True,
         num_mtp_layers=1,
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-6,
-        rope_theta=10000.0,
-        dtype="bfloat16",
     ),
     # DeepSeek's schedule shape at CPU scale: a larger peak rate and a visible warm-up for a short run.
     optim=OptimConfig(lr_peak=1e-3, lr_decayed=1e-4, lr_final=3.3e-5, warmup_frac=0.03),
-    train=TrainConfig(steps=300, seq_len=256, global_batch=8, batch_start=4, micro_batch=4,
-                      checkpoint_every=25, eval_every=25, eval_batches=4),
+    train=TrainConfig(steps=300, global_batch=8, checkpoint_every=25, eval_every=25),
 )

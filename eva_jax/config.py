@@ -30,6 +30,13 @@ def _require(condition: bool, sentence: str) -> None:
         raise ConfigError(sentence)
 
 
+def _one_of(section: str, owner: object, options: dict[str, tuple]) -> None:
+    """Each named field of `owner` holds one of its allowed values, else a sentence naming field and options."""
+    for name, allowed in options.items():
+        value = getattr(owner, name)
+        _require(value in allowed, f"{section}.{name}={value!r}: expected one of {allowed}")
+
+
 @dataclasses.dataclass(frozen=True)
 class YarnConfig:
     """YaRN context extension (reference §3); the HF `rope_scaling` block."""
@@ -126,22 +133,13 @@ class ModelConfig:
                  f"model.first_k_dense_replace={self.first_k_dense_replace} must lie in "
                  f"[0, num_layers={self.num_layers}]")
         self._validate_routing()
-        _require(self.scoring_func in SCORING_FUNCS,
-                 f"model.scoring_func={self.scoring_func!r}: expected one of {SCORING_FUNCS}")
-        _require(self.topk_method in TOPK_METHODS,
-                 f"model.topk_method={self.topk_method!r}: expected one of {TOPK_METHODS}")
-        _require(self.dtype in DTYPES, f"model.dtype={self.dtype!r}: expected one of {DTYPES}")
-        _require(self.param_dtype in DTYPES, f"model.param_dtype={self.param_dtype!r}: expected one of {DTYPES}")
+        _one_of("model", self, {"scoring_func": SCORING_FUNCS, "topk_method": TOPK_METHODS, "dtype": DTYPES,
+                                "param_dtype": DTYPES, "remat_policy": REMAT_POLICIES, "moe_impl": MOE_IMPLS,
+                                "attention_impl": ATTENTION_IMPLS, "matmul": MATMULS})
         _require(self.attention_chunk >= 0 and self.moe_chunk_tokens >= 0,
                  f"model.attention_chunk={self.attention_chunk} and model.moe_chunk_tokens={self.moe_chunk_tokens} "
                  "must be ≥ 0 (0: no chunking)")
         _require(self.scan_unroll >= 1, f"model.scan_unroll={self.scan_unroll} must be a positive integer")
-        _require(self.remat_policy in REMAT_POLICIES,
-                 f"model.remat_policy={self.remat_policy!r}: expected one of {REMAT_POLICIES}")
-        _require(self.moe_impl in MOE_IMPLS, f"model.moe_impl={self.moe_impl!r}: expected one of {MOE_IMPLS}")
-        _require(self.attention_impl in ATTENTION_IMPLS,
-                 f"model.attention_impl={self.attention_impl!r}: expected one of {ATTENTION_IMPLS}")
-        _require(self.matmul in MATMULS, f"model.matmul={self.matmul!r}: expected one of {MATMULS}")
         _require(self.rms_norm_eps > 0, f"model.rms_norm_eps={self.rms_norm_eps} must be positive")
         _require(self.rope_theta > 1, f"model.rope_theta={self.rope_theta} must be > 1")
 
@@ -252,7 +250,7 @@ class OptimConfig:
         for name, value in zip(("warmup_frac", "constant_until_frac", "decay_until_frac", "tail_until_frac"), fracs):
             _fraction(f"optim.{name}", value)
         _require(list(fracs) == sorted(fracs), f"optim phase ends must not decrease, got {fracs}")
-        _require(self.moment_dtype in DTYPES, f"optim.moment_dtype={self.moment_dtype!r}: expected one of {DTYPES}")
+        _one_of("optim", self, {"moment_dtype": DTYPES})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,7 +328,7 @@ class MeshConfig:
             dcn, ici = getattr(self, f"dcn_{axis}"), getattr(self, axis)
             _require(dcn >= 1, f"mesh.dcn_{axis}={dcn} must be >= 1")
             _require(ici == -1 or ici % dcn == 0, f"mesh.{axis}={ici} is not divisible by mesh.dcn_{axis}={dcn}")
-        _require(self.rules in PARAM_RULES, f"mesh.rules={self.rules!r}: expected one of {PARAM_RULES}")
+        _one_of("mesh", self, {"rules": PARAM_RULES})
 
     @property
     def shape(self) -> dict[str, int]:
