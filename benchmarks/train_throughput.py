@@ -48,7 +48,8 @@ def time_eva(dtype: str, steps: int) -> float:
     import eva_jax
     from eva_jax.train import schedules
     from eva_jax.train.optim import make_optimizer
-    from eva_jax.train.step import init_state, make_train_step
+    from eva_jax.train.state import init_state
+    from eva_jax.train.step import make_train_step
 
     cfg = eva_config(dtype)
     plan = schedules.plan(cfg)

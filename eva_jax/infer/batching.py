@@ -21,9 +21,10 @@ import numpy as np
 
 from eva_jax.api import model_config
 from eva_jax.config import Config, ModelConfig
-from eva_jax.infer import cache, forward, steps
+from eva_jax.infer import cache, steps
 from eva_jax.infer.requests import EngineConfig, Listener, Request, bucket
 from eva_jax.infer.sampling import RowSampling, SamplingParams
+from eva_jax.nn.model import generation_params
 
 
 class Engine:
@@ -37,7 +38,8 @@ class Engine:
             raise ValueError("speculative decoding drafts with the MTP modules, and this model has none "
                              "(model.num_mtp_layers=0)")
         self.draft_depth = self.cfg.num_mtp_layers if config.speculative else 0
-        self.params = forward.prepare_params(self.cfg, params)
+        # The per-layer form in the compute dtype, made once per engine.
+        self.params = generation_params(self.cfg, params)
         self.pages = cache.PagePool(config.pages(self.cfg))
         self.pool = cache.init_pool(self.cfg, self.pages.num_pages, config.page_size)
         # One extra row: padding rows of a bucket write their draft state there.

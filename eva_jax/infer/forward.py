@@ -9,24 +9,18 @@ from typing import Any
 from jaxtyping import Array, Float, Int
 
 from eva_jax.config import ModelConfig
-from eva_jax.nn.kv_cache import Pages, Rows
-from eva_jax.nn.model import Transformer, generation_params
+from eva_jax.nn.kv_cache import Pool, Rows
+from eva_jax.nn.model import Transformer
 
 Params = dict[str, Any]
-
-
-def prepare_params(cfg: ModelConfig, params: Params) -> Params:
-    """The trained (scanned) parameters as the generation steps take them: the per-layer form, in the
-    compute dtype (eva_jax.nn.model.generation_params). Made once per engine."""
-    return generation_params(cfg, params)
 
 
 def _model(cfg: ModelConfig) -> Transformer:
     return Transformer(cfg, scan_layers=False)
 
 
-def main(cfg: ModelConfig, params: Params, pool: list[Pages], tokens: Int[Array, "B T"], rows: Rows,
-         prefill: bool) -> tuple[Float[Array, "B T D"], list[Pages]]:
+def main(cfg: ModelConfig, params: Params, pool: Pool, tokens: Int[Array, "B T"], rows: Rows,
+         prefill: bool) -> tuple[Float[Array, "B T D"], Pool]:
     """Hidden states after the final norm (what the head and the MTP modules read), and the updated pool."""
     out = _model(cfg).apply({"params": params}, tokens, cache=pool, rows=rows, prefill=prefill)
     return out["hidden"], out["cache"]
@@ -36,7 +30,7 @@ def head(cfg: ModelConfig, params: Params, h: Float[Array, "... D"]) -> Float[Ar
     return _model(cfg).apply({"params": params}, h, method=Transformer.head)
 
 
-def mtp(cfg: ModelConfig, params: Params, depth: int, pool: list[Pages], h_prev: Float[Array, "B T D"],
-        tokens: Int[Array, "B T"], rows: Rows, prefill: bool) -> tuple[Float[Array, "B T D"], list[Pages]]:
+def mtp(cfg: ModelConfig, params: Params, depth: int, pool: Pool, h_prev: Float[Array, "B T D"],
+        tokens: Int[Array, "B T"], rows: Rows, prefill: bool) -> tuple[Float[Array, "B T D"], Pool]:
     return _model(cfg).apply({"params": params}, depth, h_prev, tokens, pool, rows, prefill,
                              method=Transformer.mtp_step)

@@ -23,9 +23,7 @@ from jaxtyping import Array, Float, Int
 
 from eva_jax.config import ModelConfig
 from eva_jax.infer import forward, sampling
-from eva_jax.nn.kv_cache import Pages, Rows
-
-Pool = list[Pages]
+from eva_jax.nn.kv_cache import Pool, Rows
 
 Params = dict[str, Any]
 

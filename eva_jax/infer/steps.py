@@ -16,9 +16,7 @@ from jaxtyping import Array, Int
 from eva_jax.config import ModelConfig
 from eva_jax.infer import forward, sampling, speculative
 from eva_jax.infer.speculative import DraftState
-from eva_jax.nn.kv_cache import Pages, Rows
-
-Pool = list[Pages]
+from eva_jax.nn.kv_cache import Pool, Rows
 
 Params = dict[str, Any]
 

@@ -27,6 +27,10 @@ class Pages(NamedTuple):
     rope: Float[Array, "P S R"]
 
 
+# The cache of a whole model: one Pages per cache layer (the L main layers, then the D MTP blocks).
+Pool = list[Pages]
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class Rows:

@@ -19,7 +19,7 @@ from jaxtyping import Array, Float, Int
 
 from eva_jax.config import ModelConfig
 from eva_jax.nn.block import Block, layer_stack
-from eva_jax.nn.kv_cache import Pages, Rows
+from eva_jax.nn.kv_cache import Pool, Rows
 from eva_jax.nn.layers import compute_dtype, kernel_init, param
 from eva_jax.nn.mtp import MTPModule
 from eva_jax.nn.norms import RMSNorm
@@ -70,7 +70,7 @@ class Transformer(nn.Module):
 
     def __call__(self, tokens: Int[Array, "B T"], positions: Int[Array, "B T"] | None = None,
                  segment_ids: Int[Array, "B T"] | None = None, with_mtp: bool = True,
-                 cache: list[Pages] | None = None, rows: Rows | None = None, prefill: bool = False) -> dict:
+                 cache: Pool | None = None, rows: Rows | None = None, prefill: bool = False) -> dict:
         """Returns {"logits": [B,T,V] f32, "hidden": post-norm [B,T,D], "moe": per-layer stats stacked on L,
         "mtp_logits": [ [B,T-k,V] for k=1..D ], "mtp_hidden": what each depth feeds the head, "mtp_moe": [stats
         per depth]}. Under jit, logits nobody reads are never computed (the training loss reads the hidden
@@ -124,7 +124,7 @@ class Transformer(nn.Module):
                 moe_stats = jax.tree.map(lambda *xs: jnp.stack(xs), *per_layer)
         return h, moe_stats
 
-    def _generate_forward(self, tokens: Int[Array, "B T"], cache: list[Pages], rows: Rows, prefill: bool) -> dict:
+    def _generate_forward(self, tokens: Int[Array, "B T"], cache: Pool, rows: Rows, prefill: bool) -> dict:
         if self.scan_layers:
             raise ValueError("generation runs the per-layer form: build Transformer(cfg, scan_layers=False) and "
                              "pass eva_jax.nn.model.unstack_layers(cfg, params)")
@@ -136,8 +136,8 @@ class Transformer(nn.Module):
         h = self.final_norm(h)
         return {"logits": self.head(h), "hidden": h, "cache": cache}
 
-    def mtp_step(self, depth: int, h_prev: Float[Array, "B T D"], tokens: Int[Array, "B T"], cache: list[Pages],
-                 rows: Rows, prefill: bool) -> tuple[Float[Array, "B T D"], list[Pages]]:
+    def mtp_step(self, depth: int, h_prev: Float[Array, "B T D"], tokens: Int[Array, "B T"], cache: Pool,
+                 rows: Rows, prefill: bool) -> tuple[Float[Array, "B T D"], Pool]:
         """MTP module `depth` (1-based) at slots j = rows.positions: reads h^{depth-1}_j and token j+depth,
         rotates by position j+depth as the training forward does (reference §5), caches at slot j of cache
         layer L+depth-1. Returns what the head reads and the updated cache."""

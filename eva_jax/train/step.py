@@ -18,7 +18,7 @@ from eva_jax.nn.model import Transformer
 from eva_jax.parallel.rules import MeshRules, constrain_tree, param_specs
 from eva_jax.train.head_loss import head_cross_entropy
 from eva_jax.train.loss import aux_zeros, objective, target_mask
-from eva_jax.train.state import TrainState, init_state  # noqa: F401 - init_state re-exported for callers
+from eva_jax.train.state import TrainState
 from eva_jax.train.state_sharding import state_shardings
 
 

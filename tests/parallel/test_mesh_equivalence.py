@@ -12,8 +12,9 @@ import pytest
 import eva_jax
 from eva_jax.parallel.mesh import make_mesh
 from eva_jax.parallel.sharding import shard_batch
+from eva_jax.train.state import init_state
 from eva_jax.train.state_sharding import state_shardings
-from eva_jax.train.step import init_state, make_train_step
+from eva_jax.train.step import make_train_step
 
 SETS = {"train.batch_start": 16, "train.global_batch": 16, "train.micro_batch": 8, "model.num_layers": 2,
         "model.n_routed_experts": 16, "model.num_experts_per_tok": 4, "model.num_mtp_layers": 2,

@@ -9,7 +9,8 @@ import eva_jax
 from eva_jax.train import schedules
 from eva_jax.train.loss import objective
 from eva_jax.train.optim import make_optimizer
-from eva_jax.train.step import init_state, make_train_step
+from eva_jax.train.state import init_state
+from eva_jax.train.step import make_train_step
 
 
 def log_softmax_nll(logits, targets):
