@@ -1,7 +1,7 @@
 """Request and response bodies of the OpenAI-compatible API, and its error format.
 
 Ranges live on the fields, so a bad value is refused with the field's name before anything runs. Fields of
-the OpenAI API that this server does not act on (logprobs, penalties, user, ...) are accepted and ignored.
+the OpenAI API that this server does not act on (penalties, user, ...) are accepted and ignored.
 """
 
 from __future__ import annotations
@@ -10,9 +10,13 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from eva_jax.infer.sampling import MAX_TEMPERATURE
+
+MAX_LOGPROBS = 20  # OpenAI allows 5; vLLM-style clients may ask for more
+PROMPT_FORMS = "a string, a list of strings, a list of token ids or a list of token-id lists"
 
 
 class SamplingFields(BaseModel):
@@ -27,8 +31,35 @@ class SamplingFields(BaseModel):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[int] = Field(..., min_length=1)
-    max_tokens: int = Field(16, ge=1)
+    # One choice per prompt. Read as a list of prompts, each a string or a list of token ids (see `_prompts`).
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int = Field(16, ge=0, description="0 (with echo) scores the prompt and generates nothing")
+    echo: bool = Field(False, description="the prompt's text (and, with logprobs, its tokens) before the completion")
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS,
+                                 description="the log-probability of each token and of the k most likely there")
+
+    @field_validator("prompt", mode="plain")
+    @classmethod
+    def _prompts(cls, value: Any) -> list[str | list[int]]:
+        """Every accepted form as a list of prompts; anything else is one sentence (not four union errors)."""
+        def ids(x: Any) -> bool:
+            return isinstance(x, list) and all(type(t) is int for t in x)
+
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and value:
+            if all(isinstance(p, str) for p in value):
+                return list(value)
+            if ids(value):
+                return [value]
+            if all(ids(p) for p in value):
+                empty = [i for i, p in enumerate(value) if not p]
+                if empty:
+                    raise PydanticCustomError("empty_prompt", f"prompt {empty[0]} is an empty list of token ids")
+                return [list(p) for p in value]
+        if isinstance(value, list) and not value:
+            raise PydanticCustomError("empty_prompt", "the prompt is an empty list")
+        raise PydanticCustomError("prompt_type", f"the prompt must be {PROMPT_FORMS}")
 
 
 class ChatMessage(BaseModel):
@@ -63,9 +94,18 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def completion_chunk(rid: str, model: str, text: str, finish: str | None) -> dict[str, Any]:
-    return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+def completion_choice(index: int, text: str, finish: str | None, logprobs: dict | None = None) -> dict[str, Any]:
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+
+
+def completion(rid: str, model: str, choices: list[dict[str, Any]], use: dict[str, int] | None = None
+               ) -> dict[str, Any]:
+    out = {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model, "choices": choices}
+    return out if use is None else {**out, "usage": use}
+
+
+def completion_chunk(rid: str, model: str, text: str, finish: str | None, index: int = 0) -> dict[str, Any]:
+    return completion(rid, model, [completion_choice(index, text, finish)])
 
 
 def chat_chunk(rid: str, model: str, delta: dict[str, str], finish: str | None) -> dict[str, Any]:
