@@ -32,13 +32,13 @@ from eva_jax.parallel.mesh import BATCH_AXES, make_mesh  # noqa: E402
 from eva_jax.parallel.rules import MeshRules  # noqa: E402
 
 SETS = {"model.hidden_size": 512, "model.moe_intermediate_size": 256, "model.n_routed_experts": 32,
-        "model.num_experts_per_tok": 4, "model.n_group": 4, "model.topk_group": 2, "model.dtype": "float32"}
+        "model.num_experts_per_tok": 4, "model.n_group": 4, "model.topk_group": 2, "compute.dtype": "float32"}
 
 
 # The 256-chip (95 GB) layout found to fit: FSDP over 32 × expert parallelism over 8, bf16 Adam moments (as
 # DeepSeek-V3 trained), attention in 256-row query blocks, expert dispatch in 512-token blocks.
 FITTING = {"mesh.rules": "fsdp", "mesh.fsdp": 32, "mesh.expert": 8, "mesh.data": 1,
-           "optim.moment_dtype": "bfloat16", "model.attention_chunk": 256, "model.moe_chunk_tokens": 512}
+           "optim.moment_dtype": "bfloat16", "compute.attention_chunk": 256, "compute.moe_chunk_tokens": 512}
 
 
 def timed(fn, *args, repeats: int = 5) -> float:
@@ -51,7 +51,7 @@ def timed(fn, *args, repeats: int = 5) -> float:
 
 def moe_layer(tokens: int) -> list[str]:
     cfg = eva_jax.load_config("v3_tiny", **SETS)
-    layer = MoE(cfg.model)
+    layer = MoE(cfg.model, cfg.compute)
     seq = 256
     x = jax.random.normal(jax.random.PRNGKey(0), (tokens // seq, seq, cfg.model.hidden_size))
     params = layer.init(jax.random.PRNGKey(1), x)["params"]
@@ -63,7 +63,7 @@ def moe_layer(tokens: int) -> list[str]:
     grad = jax.jit(jax.grad(loss))
     rows = []
     single = timed(grad, params, x)
-    rows.append((f"1 device ({grouped.resolve_impl(cfg.model.moe_impl)} grouped matmul)", single))
+    rows.append((f"1 device ({grouped.resolve_impl(cfg.compute.moe_impl)} grouped matmul)", single))
     for name, sets in (("data=8 (GSPMD, experts replicated)", {"mesh.data": 8}),
                        ("expert=8 (all-to-all dispatch)", {"mesh.data": 1, "mesh.expert": 8}),
                        ("data=2×expert=4", {"mesh.data": 2, "mesh.expert": 4})):
@@ -72,7 +72,7 @@ def moe_layer(tokens: int) -> list[str]:
         ps = jax.tree_util.tree_map(lambda a: jax.device_put(a, NamedSharding(
             mesh, P("expert") if a.ndim == 3 and "expert" in mesh.axis_names else P())), params)
         # The mesh reaches the layer as an attribute: with expert > 1 it dispatches over all_to_all.
-        sharded = MoE(cfg.model, MeshRules(mesh))
+        sharded = MoE(cfg.model, cfg.compute, MeshRules(mesh))
         sharded_grad = jax.jit(jax.grad(functools.partial(loss, layer=sharded)))
         rows.append((name, timed(sharded_grad, ps, xs)))
     lines = [f"MoE layer forward+backward, {tokens} tokens, D={cfg.model.hidden_size}, "

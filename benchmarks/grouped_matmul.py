@@ -55,7 +55,7 @@ def main() -> None:
                  timed(jax.jit(lambda a, b: jnp.einsum("ETI,EIO->ETO", a, b)), dense_x, w), 1))
     table = ["| path | ms | useful GFLOP/s |", "|---|---|---|"]
     table += [f"| {name} | {s * 1e3:.1f} | {mult * flops / s / 1e9:.1f} |" for name, s, mult in rows]
-    table += ["", "`model.moe_impl=auto` picks slab on CPU: each expert's first mean-load rows in one batched "
+    table += ["", "`compute.moe_impl=auto` picks slab on CPU: each expert's first mean-load rows in one batched "
               "einsum, the rest in the tile loop (it also wins inside the full train step, where the padded "
               "layout's per-tile weight gathers and their scatter-add backward dominate)."]
     append_section(f"Grouped matmul on {jax.default_backend()}: {E} experts, {ROWS} rows, {D_IN}→{D_OUT} fp32", table)

@@ -81,7 +81,7 @@ def load_random():
     return cfg, params, lambda text: list(text.encode()), "model: random v3_tiny (smoke run)"
 
 
-def measure(mc, params, prompts: list[list[int]], new_tokens: int, sampling, speculative: bool) -> dict:
+def measure(cfg, params, prompts: list[list[int]], new_tokens: int, sampling, speculative: bool) -> dict:
     """One warm-up generation (compiles every step shape), then a timed one with fresh engine statistics.
     Built like eva_jax.generate (same EngineConfig), but on the Engine directly for its stats(); no stop
     tokens, so every row makes exactly `new_tokens` and both ways do the same work."""
@@ -92,7 +92,7 @@ def measure(mc, params, prompts: list[list[int]], new_tokens: int, sampling, spe
                           max_seq_len=max(map(len, prompts)) + new_tokens)
 
     def run() -> tuple[float, list[list[int]], dict]:
-        engine = Engine(mc, params, config)
+        engine = Engine(cfg, params, config)
         requests = [engine.submit(p, new_tokens, sampling, (), stream=i) for i, p in enumerate(prompts)]
         start = time.perf_counter()
         engine.run()
@@ -141,11 +141,11 @@ def main() -> None:
     if cfg.model.num_mtp_layers == 0:
         raise SystemExit(f"{cfg.name} has no MTP modules (model.num_mtp_layers=0): nothing drafts")
     prompts = heldout_prompts(cfg, encode, args.prompts, args.prompt_len)
-    n, mc = args.new_tokens, cfg.model
+    n = args.new_tokens
 
     greedy, sampled = SamplingParams(), SamplingParams(temperature=1.0, top_p=0.95, seed=0)
-    g_plain, g_spec = [measure(mc, params, prompts, n, greedy, speculative) for speculative in (False, True)]
-    s_plain, s_spec = [measure(mc, params, prompts, n, sampled, speculative) for speculative in (False, True)]
+    g_plain, g_spec = [measure(cfg, params, prompts, n, greedy, speculative) for speculative in (False, True)]
+    s_plain, s_spec = [measure(cfg, params, prompts, n, sampled, speculative) for speculative in (False, True)]
 
     lines = [
         f"- {model_line}.",

@@ -27,14 +27,16 @@ def eva_config(dtype: str):
     from eva_jax.checkpoints.hf_config import model_config_from_hf
 
     hf = {**SHAPE["model"], "model_type": "deepseek_v3", "num_nextn_predict_layers": 0}
-    model = model_config_from_hf(hf, dtype="float32")
+    model = model_config_from_hf(hf)
     import dataclasses
 
+    from eva_jax.config import ComputeConfig, Config
+
     # No remat and a fully unrolled layer scan: the fastest settings for a 6-layer model on CPU.
-    model = dataclasses.replace(model, dtype=dtype, remat_policy="none", scan_unroll=model.num_layers)
+    compute = ComputeConfig(dtype=dtype, remat_policy="none", scan_unroll=model.num_layers)
     train = SHAPE["train"]
-    return dataclasses.replace(eva_jax.load_config("v3_small"), model=model).__class__(
-        name="bench", model=model,
+    return Config(
+        name="bench", model=model, compute=compute,
         optim=dataclasses.replace(eva_jax.load_config("v3_small").optim, lr_peak=1e-4, warmup_frac=0.0),
         train=dataclasses.replace(eva_jax.load_config("v3_small").train, seq_len=train["seq_len"],
                                   global_batch=train["batch"], batch_start=train["batch"],

@@ -28,7 +28,7 @@ CONFIG = Config(
         max_position_embeddings=163840,
         rope_scaling=YarnConfig(factor=40.0, original_max_position_embeddings=4096, mscale_all_dim=1.0),
         # DeepSeek's node limit M = 4 (reference §4.3) is n_group=8 / topk_group=4 with the top-2 group score:
-        # model.max_route_nodes=4 routes identically (tests/parallel/test_node_routing.py), so it stays 0 here
+        # compute.max_route_nodes=4 routes identically (tests/parallel/test_node_routing.py), so it stays 0 here
         # and the config keeps round-tripping through the published config.json.
     ),
     # DeepSeek's pre-training run (reference §8): 14.8T tokens of 4K sequences, batch 3072 -> 15360.

@@ -1,6 +1,6 @@
 """A few-thousand-parameter V3 for unit tests: every structural feature present, compiles in seconds."""
 
-from eva_jax.config import Config, ModelConfig
+from eva_jax.config import ComputeConfig, Config, ModelConfig
 
 CONFIG = Config(
     name="v3_tiny",
@@ -26,7 +26,6 @@ CONFIG = Config(
         norm_topk_prob=True,
         num_mtp_layers=1,
         max_position_embeddings=512,
-        dtype="float32",
-        remat_policy="none",
     ),
+    compute=ComputeConfig(dtype="float32", remat_policy="none"),
 )

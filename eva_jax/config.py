@@ -1,24 +1,31 @@
 """Typed, frozen configuration for Eva.
 
-`Config` is the root; `ModelConfig` holds the architecture with DeepSeek's own vocabulary (reference §1).
-Validation lives next to the fields and fails with a sentence naming the field and what was expected.
+`Config` is the root. `ModelConfig` is the architecture with DeepSeek's own vocabulary (reference §1): exactly
+what round-trips with a Hugging Face config.json. `ComputeConfig` is how that model is computed (dtypes,
+remat, kernel and layout choices, memory chunking), the same switches for training and generation.
+Validation lives next to the fields and fails with a sentence naming the field and what was expected; a string
+option is a `Literal` type, the one source of its allowed values (checked by `_check_choices`).
 Named configs live in `configs/`; `eva_jax.load_config(name, **overrides)` resolves them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import typing
+from typing import Literal
 
-SCORING_FUNCS = ("sigmoid", "softmax")
+ScoringFunc = Literal["sigmoid", "softmax"]
 # noaux_tc: V3 (bias for selection, group score = sum of the group's top-2);
 # group_limited_greedy: V2 (group score = max in group); greedy: plain top-k over all experts.
-TOPK_METHODS = ("noaux_tc", "group_limited_greedy", "greedy")
-DTYPES = ("float32", "bfloat16", "float16")
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
-MOE_IMPLS = ("auto", "ragged", "padded", "tiled", "slab")
-ATTENTION_IMPLS = ("xla", "pallas", "auto")
-MATMULS = ("bf16", "fp8")
+TopkMethod = Literal["noaux_tc", "group_limited_greedy", "greedy"]
+Dtype = Literal["float32", "bfloat16", "float16"]
+RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]
+MoeImpl = Literal["auto", "ragged", "padded", "tiled", "slab"]
+AttentionImpl = Literal["xla", "pallas", "auto"]
+Matmul = Literal["bf16", "fp8"]
+ParamRules = Literal["zero1", "fsdp"]
 
 
 class ConfigError(ValueError):
@@ -30,9 +37,17 @@ def _require(condition: bool, sentence: str) -> None:
         raise ConfigError(sentence)
 
 
-def _one_of(section: str, owner: object, options: dict[str, tuple]) -> None:
-    """Each named field of `owner` holds one of its allowed values, else a sentence naming field and options."""
-    for name, allowed in options.items():
+@functools.cache
+def _choices(cls: type) -> dict[str, tuple]:
+    """The Literal-typed fields of a config dataclass and their allowed values."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: typing.get_args(hints[f.name]) for f in dataclasses.fields(cls)
+            if typing.get_origin(hints[f.name]) is Literal}
+
+
+def _check_choices(section: str, owner: object) -> None:
+    """Each Literal field of `owner` holds one of its values, else a sentence naming the field and the options."""
+    for name, allowed in _choices(type(owner)).items():
         value = getattr(owner, name)
         _require(value in allowed, f"{section}.{name}={value!r}: expected one of {allowed}")
 
@@ -84,8 +99,8 @@ class ModelConfig:
     first_k_dense_replace: int
     routed_scaling_factor: float = 1.0
     norm_topk_prob: bool = True
-    scoring_func: str = "sigmoid"
-    topk_method: str = "noaux_tc"
+    scoring_func: ScoringFunc = "sigmoid"
+    topk_method: TopkMethod = "noaux_tc"
     num_mtp_layers: int = 0  # MTP depth D of reference §5
     max_position_embeddings: int = 4096
     rms_norm_eps: float = 1e-6
@@ -96,27 +111,6 @@ class ModelConfig:
     initializer_range: float = 0.006
     bos_token_id: int = 0
     eos_token_id: int = 1
-    dtype: str = "bfloat16"  # activation / matmul dtype
-    param_dtype: str = "float32"
-    remat_policy: str = "full"
-    # Layers per iteration of the layer scan: 1 keeps compile time flat in depth (the large configs); a small
-    # model on CPU runs faster fully unrolled (no stacked residual buffers), at a longer compile.
-    scan_unroll: int = 1
-    moe_impl: str = "auto"  # auto: ragged_dot on GPU/TPU, "slab" on CPU (eva_jax/nn/grouped.py)
-    # "pallas": the flash MLA kernel (GPU/TPU, or interpret mode); "auto": the kernel where it compiles.
-    attention_impl: str = "xla"
-    # "fp8": dense projections through the block-scaled FP8 kernel (its jnp reference where no kernel runs).
-    matmul: str = "bf16"
-    kernel_interpret: bool = False  # run Pallas kernels in interpret mode (CPU tests)
-    # Memory bounds, same numbers either way (0: off). XLA attention over query blocks of this many rows
-    # (scores [B, H, chunk, T], recomputed in the backward pass; at 4K × 128 heads whole fp32 scores are 8.6 GB);
-    # expert-parallel dispatch over blocks of this many tokens (the dropless buffers hold P·n·K rows).
-    attention_chunk: int = 0
-    moe_chunk_tokens: int = 0
-    # Node-limited routing (reference §4.3): a token's experts come from at most this many of the n_group
-    # expert groups (a group = the experts one node hosts when the `expert` mesh axis spans n_group nodes),
-    # groups scored by the sum of their top ceil(K/M) biased affinities. 0 = no node limit.
-    max_route_nodes: int = 0
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "kv_lora_rank", "qk_nope_head_dim",
@@ -133,13 +127,7 @@ class ModelConfig:
                  f"model.first_k_dense_replace={self.first_k_dense_replace} must lie in "
                  f"[0, num_layers={self.num_layers}]")
         self._validate_routing()
-        _one_of("model", self, {"scoring_func": SCORING_FUNCS, "topk_method": TOPK_METHODS, "dtype": DTYPES,
-                                "param_dtype": DTYPES, "remat_policy": REMAT_POLICIES, "moe_impl": MOE_IMPLS,
-                                "attention_impl": ATTENTION_IMPLS, "matmul": MATMULS})
-        _require(self.attention_chunk >= 0 and self.moe_chunk_tokens >= 0,
-                 f"model.attention_chunk={self.attention_chunk} and model.moe_chunk_tokens={self.moe_chunk_tokens} "
-                 "must be ≥ 0 (0: no chunking)")
-        _require(self.scan_unroll >= 1, f"model.scan_unroll={self.scan_unroll} must be a positive integer")
+        _check_choices("model", self)
         _require(self.rms_norm_eps > 0, f"model.rms_norm_eps={self.rms_norm_eps} must be positive")
         _require(self.rope_theta > 1, f"model.rope_theta={self.rope_theta} must be > 1")
 
@@ -151,12 +139,6 @@ class ModelConfig:
         _require(self.num_experts_per_tok <= reachable,
                  f"num_experts_per_tok={self.num_experts_per_tok} is larger than the {reachable} experts in the "
                  f"topk_group={self.topk_group} selected groups of {experts // groups} experts each")
-        nodes = self.max_route_nodes
-        _require(nodes >= 0, f"model.max_route_nodes={nodes} must be >= 0 (0 = no node limit)")
-        if 0 < nodes < groups:
-            _require(self.num_experts_per_tok <= nodes * (experts // groups),
-                     f"num_experts_per_tok={self.num_experts_per_tok} is larger than the {nodes * (experts // groups)} "
-                     f"experts on max_route_nodes={nodes} nodes of {experts // groups} experts each")
         if self.topk_method == "noaux_tc" and groups > 1:
             _require(experts // groups >= 2,
                      f"topk_method='noaux_tc' scores a group by its top-2 experts, but n_group={groups} leaves "
@@ -189,6 +171,53 @@ class ModelConfig:
             m = yarn_mscale(yarn.factor, yarn.mscale_all_dim)
             scale *= m * m
         return scale
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeConfig:
+    """How the model is computed: the same switches for training, prefill and decode (none is in a checkpoint).
+    Accepted as `model.<field>` in overrides too (eva_jax.overrides.ALIASES)."""
+
+    dtype: Dtype = "bfloat16"  # activation / matmul dtype
+    param_dtype: Dtype = "float32"
+    remat_policy: RematPolicy = "full"
+    # Layers per iteration of the layer scan: 1 keeps compile time flat in depth (the large configs); a small
+    # model on CPU runs faster fully unrolled (no stacked residual buffers), at a longer compile.
+    scan_unroll: int = 1
+    moe_impl: MoeImpl = "auto"  # auto: ragged_dot on GPU/TPU, "slab" on CPU (eva_jax/nn/grouped.py)
+    # "pallas": the flash MLA kernel (GPU/TPU, or interpret mode); "auto": the kernel where it compiles.
+    attention_impl: AttentionImpl = "xla"
+    # "fp8": dense projections through the block-scaled FP8 kernel (its jnp reference where no kernel runs).
+    matmul: Matmul = "bf16"
+    kernel_interpret: bool = False  # run Pallas kernels in interpret mode (CPU tests)
+    # Memory bounds, same numbers either way (0: off). XLA attention over query blocks of this many rows
+    # (scores [B, H, chunk, T], recomputed in the backward pass; at 4K × 128 heads whole fp32 scores are 8.6 GB);
+    # expert-parallel dispatch over blocks of this many tokens (the dropless buffers hold P·n·K rows).
+    attention_chunk: int = 0
+    moe_chunk_tokens: int = 0
+    # Node-limited routing (reference §4.3), a constraint of the expert-parallel deployment rather than of the
+    # checkpoint: a token's experts come from at most this many of the n_group expert groups (a group = the
+    # experts one node hosts when the `expert` mesh axis spans n_group nodes), groups scored by the sum of
+    # their top ceil(K/M) biased affinities. 0 = no node limit.
+    max_route_nodes: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choices("compute", self)
+        _require(self.attention_chunk >= 0 and self.moe_chunk_tokens >= 0,
+                 f"compute.attention_chunk={self.attention_chunk} and compute.moe_chunk_tokens="
+                 f"{self.moe_chunk_tokens} must be ≥ 0 (0: no chunking)")
+        _require(self.scan_unroll >= 1, f"compute.scan_unroll={self.scan_unroll} must be a positive integer")
+        _require(self.max_route_nodes >= 0,
+                 f"compute.max_route_nodes={self.max_route_nodes} must be >= 0 (0 = no node limit)")
+
+    def check_routing(self, model: ModelConfig) -> None:
+        """The node limit leaves every token enough experts to choose from."""
+        nodes, groups, experts = self.max_route_nodes, model.n_group, model.n_routed_experts
+        if 0 < nodes < groups:
+            reachable = nodes * (experts // groups)
+            _require(model.num_experts_per_tok <= reachable,
+                     f"num_experts_per_tok={model.num_experts_per_tok} is larger than the {reachable} experts on "
+                     f"compute.max_route_nodes={nodes} nodes of {experts // groups} experts each")
 
 
 def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
@@ -243,14 +272,14 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.1
     clip_norm: float = 1.0
-    moment_dtype: str = "float32"  # DeepSeek kept AdamW moments in bfloat16
+    moment_dtype: Dtype = "float32"  # DeepSeek kept AdamW moments in bfloat16
 
     def __post_init__(self) -> None:
         fracs = (self.warmup_frac, self.constant_until_frac, self.decay_until_frac, self.tail_until_frac)
         for name, value in zip(("warmup_frac", "constant_until_frac", "decay_until_frac", "tail_until_frac"), fracs):
             _fraction(f"optim.{name}", value)
         _require(list(fracs) == sorted(fracs), f"optim phase ends must not decrease, got {fracs}")
-        _one_of("optim", self, {"moment_dtype": DTYPES})
+        _check_choices("optim", self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,7 +320,6 @@ class TrainConfig:
 
 
 MESH_AXES = ("data", "fsdp", "expert", "tensor", "pipeline")
-PARAM_RULES = ("zero1", "fsdp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,7 +341,7 @@ class MeshConfig:
     # "zero1": parameters replicated except routed experts (over `expert`) and tensor-parallel dims, as
     # DeepSeek-V3 trained. "fsdp": parameters also sharded on their `embed` dimension over `fsdp` (and over
     # `expert` where the expert dimension does not already use it) — ZeRO-3.
-    rules: str = "zero1"
+    rules: ParamRules = "zero1"
     # Shard each optimizer-state leaf further over the data-parallel axes its parameter is replicated on
     # (ZeRO-1). False: optimizer state lies exactly like its parameter.
     zero1: bool = True
@@ -328,7 +356,7 @@ class MeshConfig:
             dcn, ici = getattr(self, f"dcn_{axis}"), getattr(self, axis)
             _require(dcn >= 1, f"mesh.dcn_{axis}={dcn} must be >= 1")
             _require(ici == -1 or ici % dcn == 0, f"mesh.{axis}={ici} is not divisible by mesh.dcn_{axis}={dcn}")
-        _one_of("mesh", self, {"rules": PARAM_RULES})
+        _check_choices("mesh", self)
 
     @property
     def shape(self) -> dict[str, int]:
@@ -341,11 +369,15 @@ class MeshConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """The root configuration: the model, the device mesh and how to train it."""
+    """The root configuration: the model, how it is computed, the device mesh and how to train it."""
 
     name: str
     model: ModelConfig
+    compute: ComputeConfig = ComputeConfig()
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     mesh: MeshConfig = MeshConfig()
+
+    def __post_init__(self) -> None:
+        self.compute.check_routing(self.model)

@@ -11,7 +11,7 @@ import types
 import typing
 from typing import Any
 
-from eva_jax.config import ConfigError
+from eva_jax.config import ComputeConfig, ConfigError
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -83,26 +83,68 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+# `model.<field>` for the fields that moved to the compute section, so the names users know keep working
+# (`--set model.matmul=fp8`, `model.attention_chunk`, `model.dtype`): each resolves to `compute.<field>`.
+ALIASES = {f"model.{f.name}": f"compute.{f.name}" for f in dataclasses.fields(ComputeConfig)}
+
+
+def canonical_key(key: str) -> str:
+    return ALIASES.get(key, key)
+
+
+def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A config record (config.json of a workdir) written before the compute section existed: its execution
+    fields under `model` move to `compute`. A current record is returned unchanged."""
+    model = record.get("model")
+    if not isinstance(model, dict):
+        return record
+    moved = {k: model[k] for k in model if f"model.{k}" in ALIASES}
+    if not moved:
+        return record
+    return {**record, "model": {k: v for k, v in model.items() if k not in moved},
+            "compute": {**moved, **record.get("compute", {})}}
+
+
+@dataclasses.dataclass
+class _Node:
+    """The overrides below one key: its own new value (if given) and the dotted keys below it."""
+
+    value: Any = dataclasses.field(default=None)
+    has_value: bool = False
+    children: dict[str, _Node] = dataclasses.field(default_factory=dict)
+
+
 def apply_overrides(root: Any, overrides: dict[str, Any]) -> Any:
-    """Returns `root` with each dotted key replaced; validation re-runs on every rebuilt dataclass."""
+    """Returns `root` with each dotted key replaced. Each dataclass is rebuilt once with all of its changes, so
+    fields that are validated together (train.batch_start <= train.global_batch) may be changed together."""
+    tree = _Node()
     for key, raw in overrides.items():
-        root = _set_path(root, key.split("."), raw, key)
-    return root
+        node = tree
+        for part in canonical_key(key).split("."):
+            node = node.children.setdefault(part, _Node())
+        node.value, node.has_value, node.children = raw, True, {}  # a whole value replaces earlier sub-keys
+    return _rebuild(root, tree, [])
 
 
-def _set_path(node: Any, parts: list[str], raw: Any, full_key: str) -> Any:
+def _rebuild(node: Any, tree: _Node, path: list[str]) -> Any:
+    if not tree.children:
+        return node
+    where = ".".join(path)
     if not dataclasses.is_dataclass(node):
-        raise ConfigError(f"cannot override {full_key!r}: {'.'.join(parts)} is below a value that is not a section")
+        first = ".".join([*path, next(iter(tree.children))])
+        raise ConfigError(f"cannot override {first!r}: {where} is below a value that is not a section")
     types_ = _field_types(type(node))
-    head = parts[0]
-    if head not in types_:
-        raise ConfigError(f"unknown config key {full_key!r}: {type(node).__name__} has {', '.join(sorted(types_))}")
-    if len(parts) == 1:
-        return dataclasses.replace(node, **{head: parse_value(full_key, raw, types_[head])})
-    child = getattr(node, head)
-    if child is None:
-        raise ConfigError(f"cannot override {full_key!r}: {head} is None; set it whole, e.g. {head}='{{...}}'")
-    return dataclasses.replace(node, **{head: _set_path(child, parts[1:], raw, full_key)})
+    changes = {}
+    for head, child in tree.children.items():
+        key = ".".join([*path, head])
+        if head not in types_:
+            raise ConfigError(f"unknown config key {key!r}: {type(node).__name__} has {', '.join(sorted(types_))}")
+        value = parse_value(key, child.value, types_[head]) if child.has_value else getattr(node, head)
+        if child.children and value is None:
+            raise ConfigError(f"cannot override {key + '.' + next(iter(child.children))!r}: {head} is None; set it "
+                              f"whole, e.g. {key}='{{...}}'")
+        changes[head] = _rebuild(value, child, [*path, head])
+    return dataclasses.replace(node, **changes)
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Which kernel runs where: Pallas on GPU (Triton lowering) or TPU (Mosaic), interpret mode on CPU, else the reference.
 
-The model calls `resolve` once per switch (e.g. `model.attention_impl`) and the kernels' wrappers call
+The model calls `resolve` once per switch (e.g. `compute.attention_impl`) and the kernels' wrappers call
 `kernel_mode` to turn their `interpret=` / `flavour=` arguments into a concrete choice. Requests that cannot be
 honoured fail here with a sentence that names the switch, the backend and the way out, not deep inside a lowering.
 """
@@ -16,7 +16,7 @@ Kind = Literal["attention", "fp8_matmul"]
 Flavour = Literal["triton", "mosaic"]
 
 # What the user-facing switch is called, for error messages.
-_SWITCH = {"attention": "model.attention_impl", "fp8_matmul": "model.matmul"}
+_SWITCH = {"attention": "compute.attention_impl", "fp8_matmul": "compute.matmul"}
 REFERENCE_NAMES = ("xla", "reference")
 
 

@@ -42,7 +42,7 @@ def test_v3_small_is_cpu_sized():
     ({"model.topk_group": 5}, "topk_group=5 is larger than n_group=4"),
     ({"model.first_k_dense_replace": 9}, "first_k_dense_replace=9 must lie in [0, num_layers=3]"),
     ({"model.qk_rope_head_dim": 7}, "qk_rope_head_dim=7 must be even"),
-    ({"model.dtype": "float8"}, "model.dtype='float8': expected one of"),
+    ({"model.dtype": "float8"}, "compute.dtype='float8': expected one of"),
     ({"model.num_layers": "four"}, "model.num_layers='four': expected an integer"),
     ({"model.nonsense": 1}, "unknown config key 'model.nonsense'"),
     ({"model.rope_scaling.factor": 2}, "rope_scaling is None"),
@@ -61,9 +61,8 @@ def test_unknown_config_name_lists_known_ones():
 @pytest.mark.parametrize("name", ["v3_671b", "v2_lite", "v3_tiny"])
 def test_hf_config_round_trip(name):
     model = eva_jax.load_config(name).model
-    back = model_config_from_hf(model_config_to_hf(model), dtype=model.dtype)
-    assert back == dataclasses.replace(model, initializer_range=back.initializer_range, param_dtype=back.param_dtype,
-                                       remat_policy=back.remat_policy)
+    back = model_config_from_hf(model_config_to_hf(model))
+    assert back == dataclasses.replace(model, initializer_range=back.initializer_range)
 
 
 def test_published_v3_config_json_reads_as_v3_671b():
@@ -82,8 +81,7 @@ def test_published_v3_config_json_reads_as_v3_671b():
         "attention_bias": False,
     }
     ours = eva_jax.load_config("v3_671b").model
-    assert model_config_from_hf(published, dtype="bfloat16") == dataclasses.replace(ours, initializer_range=0.02,
-                                                                                    param_dtype="bfloat16")
+    assert model_config_from_hf(published) == dataclasses.replace(ours, initializer_range=0.02)
 
 
 @pytest.mark.parametrize("change, sentence", [

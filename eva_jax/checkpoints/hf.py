@@ -22,7 +22,7 @@ from eva_jax.api import Params, abstract_params, model_config
 from eva_jax.checkpoints import hf_names
 from eva_jax.checkpoints.hf_config import model_config_from_hf, model_config_to_hf
 from eva_jax.checkpoints.safetensors_io import CheckpointError, CheckpointReader, ShardedWriter
-from eva_jax.config import Config, ModelConfig
+from eva_jax.config import ComputeConfig, Config, ModelConfig
 from pallas_kernels.quant import dequantize_blocks, quantize_blocks
 
 SCALE_SUFFIX = "_scale_inv"
@@ -57,7 +57,7 @@ def _mtp_present(cfg: ModelConfig, reader: CheckpointReader) -> int:
 
 
 @functools.lru_cache(maxsize=8)  # tracing the abstract init leaves garbage that would count against streaming
-def _leaf_shapes(cfg: ModelConfig) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
+def _leaf_shapes(cfg: Config) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
     flat = jax.tree_util.tree_flatten_with_path(nn.unbox(abstract_params(cfg)))[0]
     return {tuple(p.key for p in path): leaf for path, leaf in flat}
 
@@ -74,9 +74,10 @@ def _get(tree: dict, path: tuple[str, ...]) -> Any:
     return tree
 
 
-def load_params(cfg: ModelConfig, reader: CheckpointReader, block: int = 128) -> Params:
-    """Eva parameters for `cfg` from the checkpoint's tensors, with named errors for missing or misshapen ones."""
-    shapes = _leaf_shapes(cfg)
+def load_params(config: Config, reader: CheckpointReader, block: int = 128) -> Params:
+    """Eva parameters for `config` (in its compute.param_dtype) from the checkpoint's tensors, with named errors
+    for missing or misshapen ones."""
+    cfg, shapes = config.model, _leaf_shapes(config)
     groups: dict[tuple[str, ...], list[hf_names.Entry]] = defaultdict(list)
     for entry in hf_names.entries(cfg):
         groups[entry.path].append(entry)
@@ -121,13 +122,14 @@ def from_hf(path: str | Path, dtype: Any = "float32") -> tuple[Config, Params]:
     if not config_path.exists():
         raise CheckpointError(f"{directory} has no config.json; expected a Hugging Face checkpoint directory")
     hf_config = json.loads(config_path.read_text())
-    mc = model_config_from_hf(hf_config, _dtype_name(dtype))
+    mc = model_config_from_hf(hf_config)
     reader = CheckpointReader(directory)
     mtp = _mtp_present(mc, reader)
     if mtp != mc.num_mtp_layers:
         mc = ModelConfig(**{**mc.__dict__, "num_mtp_layers": mtp})
-    params = load_params(mc, reader, _block_size(hf_config))
-    return Config(name=directory.name, model=mc), params
+    dt = _dtype_name(dtype)
+    config = Config(name=directory.name, model=mc, compute=ComputeConfig(dtype=dt, param_dtype=dt))
+    return config, load_params(config, reader, _block_size(hf_config))
 
 
 def _fp8_eligible(entry: hf_names.Entry, x: np.ndarray) -> bool:

@@ -73,8 +73,9 @@ def _check_supported(d: dict[str, Any]) -> None:
         raise ConfigError("attention_bias / mlp_bias = true is not supported; DeepSeek models have no biases")
 
 
-def model_config_from_hf(d: dict[str, Any], dtype: str = "float32") -> ModelConfig:
-    """A ModelConfig equivalent to what `transformers` builds from this config.json dict."""
+def model_config_from_hf(d: dict[str, Any]) -> ModelConfig:
+    """A ModelConfig equivalent to what `transformers` builds from this config.json dict (the architecture
+    only: how it is computed is the ComputeConfig's)."""
     _check_supported(d)
     v3 = d["model_type"] == "deepseek_v3"
     if v3 and "num_nextn_predict_layers" in d:  # DeepSeek's name for transformers' num_mtp_layers
@@ -107,7 +108,6 @@ def model_config_from_hf(d: dict[str, Any], dtype: str = "float32") -> ModelConf
             initializer_range=float(d.get("initializer_range", 0.02)),
             bos_token_id=d.get("bos_token_id", 0) or 0,
             eos_token_id=eos[0] if isinstance(eos, list) else (eos if eos is not None else 1),
-            dtype=dtype, param_dtype=dtype,
         )
     except KeyError as err:
         raise ConfigError(f"config.json lacks the required key {err.args[0]!r}") from None

@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 from eva_jax.api import abstract_params
 from eva_jax.config import Config
 from eva_jax.data.tokenizer import Tokenizer
-from eva_jax.overrides import from_dict
+from eva_jax.overrides import from_dict, upgrade_record
 
 
 class NoCheckpoint(FileNotFoundError):
@@ -55,7 +55,7 @@ def _config(items: dict[str, Any], workdir: Path) -> Config:
     record = items.get("config")
     if record is None:  # the step's own record; the workdir's copy holds the latest run's settings
         record = json.loads((workdir / "config.json").read_text())
-    return from_dict(Config, record)
+    return from_dict(Config, upgrade_record(record))
 
 
 def _tokenizer(items: dict[str, Any], workdir: Path) -> Tokenizer | None:

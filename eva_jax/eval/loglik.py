@@ -45,7 +45,7 @@ def model_logits(cfg: Config | ModelConfig, params: Params, tokens: Int[Array, "
     with so that it holds one copy of the weights."""
     if any(name in params for name in STACKS):
         return api.logits(cfg, params, tokens)
-    model = Transformer(api.model_config(cfg), scan_layers=False)
+    model = Transformer(*api.split_config(cfg), scan_layers=False)
     return model.apply({"params": params}, tokens, with_mtp=False)["logits"]
 
 

@@ -36,7 +36,7 @@ def generate(cfg: Config | ModelConfig, params: Any, prompts: list[list[int]], m
     elif engine_config.speculative != speculative:
         raise ValueError(f"speculative={speculative} disagrees with engine_config.speculative="
                          f"{engine_config.speculative}")
-    engine = Engine(mc, params, engine_config)
+    engine = Engine(cfg, params, engine_config)
     requests = [engine.submit(p, max_new_tokens, sampling, stop, stream=i) for i, p in enumerate(prompts)]
     engine.run()
     return [r.output for r in requests]

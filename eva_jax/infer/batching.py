@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from eva_jax.api import model_config
+from eva_jax.api import split_config
 from eva_jax.config import Config, ModelConfig
 from eva_jax.infer import cache, steps
 from eva_jax.infer.requests import EngineConfig, Listener, Request, bucket
@@ -31,19 +31,22 @@ class Engine:
     """Requests in, tokens out: `submit` queues a request, `step` advances every running one, `run` drains."""
 
     def __init__(self, cfg: Config | ModelConfig, params: Any, config: EngineConfig = EngineConfig()) -> None:
+        self.cfg, compute = split_config(cfg)
         # remat_policy only shapes training; dropping it lets configs that differ only there share compiled steps.
-        self.cfg = dataclasses.replace(model_config(cfg), remat_policy="none")
+        self.compute = dataclasses.replace(compute, remat_policy="none")
         self.config = config
         if config.speculative and self.cfg.num_mtp_layers == 0:
             raise ValueError("speculative decoding drafts with the MTP modules, and this model has none "
                              "(model.num_mtp_layers=0)")
         self.draft_depth = self.cfg.num_mtp_layers if config.speculative else 0
         # The per-layer form in the compute dtype, made once per engine.
-        self.params = generation_params(self.cfg, params)
+        self.params = generation_params(self.cfg, self.compute, params)
         self.pages = cache.PagePool(config.pages(self.cfg))
-        self.pool = cache.init_pool(self.cfg, self.pages.num_pages, config.page_size)
+        self.pool = cache.init_pool(self.cfg, self.pages.num_pages, config.page_size, self.compute.dtype)
         # One extra row: padding rows of a bucket write their draft state there.
-        self.state = steps.empty_draft_state(self.cfg, config.max_batch + 1) if config.speculative else None
+        self.state = None
+        if config.speculative:
+            self.state = steps.empty_draft_state(self.cfg, self.compute, config.max_batch + 1)
         self.waiting: collections.deque[Request] = collections.deque()
         self.running: dict[int, Request] = {}
         self._ids = itertools.count()
@@ -94,9 +97,10 @@ class Engine:
                 request.error = reason
                 self._finish(request, "error")
             self.waiting.clear()
-            self.pool = cache.init_pool(self.cfg, self.pages.num_pages, self.config.page_size)
+            self.pool = cache.init_pool(self.cfg, self.pages.num_pages, self.config.page_size,
+                                         self.compute.dtype)
             if self.config.speculative:
-                self.state = steps.empty_draft_state(self.cfg, self.config.max_batch + 1)
+                self.state = steps.empty_draft_state(self.cfg, self.compute, self.config.max_batch + 1)
 
     @property
     def idle(self) -> bool:
@@ -191,8 +195,8 @@ class Engine:
         samp = self._sampling(requests, rows)
         table = self._table(requests, rows, cache.pages_for(t, self.config.page_size))
         self.pool, self.state, first = steps.prefill(
-            self.cfg, self.params, self.pool, self.state, tokens, lengths, table, samp, self._slots(requests, rows),
-            speculate=self.config.speculative)
+            self.cfg, self.compute, self.params, self.pool, self.state, tokens, lengths, table, samp,
+            self._slots(requests, rows), speculate=self.config.speculative)
         self.totals["prefill_tokens"] += sum(len(r.prompt) for r in requests)
         for r, token in zip(requests, np.asarray(first)):
             self._emit(r, [token])
@@ -210,7 +214,8 @@ class Engine:
             tokens[i], positions[i] = r.output[-1], r.position
         samp = self._sampling(requests, rows)
         table = self._table(requests, rows, self._width(requests))
-        self.pool, nxt = steps.decode_step(self.cfg, self.params, self.pool, tokens, positions, table, samp)
+        self.pool, nxt = steps.decode_step(self.cfg, self.compute, self.params, self.pool, tokens, positions, table,
+                                           samp)
         self.totals["main_steps"] += 1
         for r, token in zip(requests, np.asarray(nxt)):
             r.main_steps += 1
@@ -223,7 +228,7 @@ class Engine:
         samp = self._sampling(requests, rows)
         table = self._table(requests, rows, self._width(requests))
         self.pool, self.state, tokens, accepted = steps.verify_step(
-            self.cfg, self.params, self.pool, self.state, self._slots(requests, rows), n, table, samp)
+            self.cfg, self.compute, self.params, self.pool, self.state, self._slots(requests, rows), n, table, samp)
         self.totals["main_steps"] += 1
         tokens, accepted = np.asarray(tokens), np.asarray(accepted)
         for i, r in enumerate(requests):

@@ -10,6 +10,7 @@ import dataclasses
 
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 from eva_jax.config import ModelConfig
 from eva_jax.nn.kv_cache import TRASH_PAGE, Pages
@@ -23,10 +24,10 @@ def latent_width(cfg: ModelConfig) -> int:
     return cfg.kv_lora_rank + cfg.qk_rope_head_dim
 
 
-def init_pool(cfg: ModelConfig, num_pages: int, page_size: int) -> list[Pages]:
-    """Zeroed pages for `num_pages` usable pages plus the trash page, separate buffers per cache layer so
-    every layer's write happens in place."""
-    dt = jnp.dtype(cfg.dtype)
+def init_pool(cfg: ModelConfig, num_pages: int, page_size: int, dtype: DTypeLike) -> list[Pages]:
+    """Zeroed pages (in the compute dtype `dtype`) for `num_pages` usable pages plus the trash page, separate
+    buffers per cache layer so every layer's write happens in place."""
+    dt = jnp.dtype(dtype)
     shape = (num_pages + 1, page_size)
     return [Pages(jnp.zeros((*shape, cfg.kv_lora_rank), dt), jnp.zeros((*shape, cfg.qk_rope_head_dim), dt))
             for _ in range(cache_layers(cfg))]

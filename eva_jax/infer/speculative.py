@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from eva_jax.config import ModelConfig
+from eva_jax.config import ComputeConfig, ModelConfig
 from eva_jax.infer import forward, sampling
 from eva_jax.nn.kv_cache import Pool, Rows
 
@@ -49,7 +49,7 @@ def _row_slice(x: Array, start: Int[Array, " B"], length: int) -> Array:
     return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
-def draft_chain(cfg: ModelConfig, params: Params, pool: Pool, hidden: Float[Array, "B W Dm"],
+def draft_chain(cfg: ModelConfig, compute: ComputeConfig, params: Params, pool: Pool, hidden: Float[Array, "B W Dm"],
                 z: Int[Array, "B Z"], base: Int[Array, " B"], frontier: Int[Array, " B"], page_table: Array,
                 samp: sampling.RowSampling, prefill: bool) -> tuple[Array, Array, Array, Pool]:
     """Runs MTP depths 1..D over slots base..base+W-1 (hidden holds the main hiddens there; z[i] is the token
@@ -62,8 +62,8 @@ def draft_chain(cfg: ModelConfig, params: Params, pool: Pool, hidden: Float[Arra
     drafts, probs = [], []
     h = hidden
     for depth in range(1, cfg.num_mtp_layers + 1):
-        h, pool = forward.mtp(cfg, params, depth, pool, h, z[:, depth: depth + w], rows, prefill)
-        logits = forward.head(cfg, params, _row_slice(h, last, 1)[:, 0])
+        h, pool = forward.mtp(cfg, compute, params, depth, pool, h, z[:, depth: depth + w], rows, prefill)
+        logits = forward.head(cfg, compute, params, _row_slice(h, last, 1)[:, 0])
         q = sampling.distribution(logits, samp)
         token = sampling.draw(q, sampling.row_keys(samp, frontier + depth, sampling.DRAFT))
         z = _set_at(z, frontier + depth - base, token)
@@ -99,26 +99,28 @@ def accept(logits: Float[Array, "B D1 V"], state: DraftState, samp: sampling.Row
     return tokens, accepted
 
 
-def verify_step(cfg: ModelConfig, params: Params, pool: Pool, state: DraftState, n: Int[Array, " B"],
-                page_table: Array, samp: sampling.RowSampling) -> tuple[Array, Array, DraftState, Pool]:
+def verify_step(cfg: ModelConfig, compute: ComputeConfig, params: Params, pool: Pool, state: DraftState,
+                n: Int[Array, " B"], page_table: Array, samp: sampling.RowSampling
+                ) -> tuple[Array, Array, DraftState, Pool]:
     """One main forward over [x_n, drafts], acceptance, then the next drafts.
     Returns (tokens [B, D+1], accepted [B], next state, pool)."""
     d = cfg.num_mtp_layers
     x_n = state.tokens[:, -1:]
     positions = n[:, None] + jnp.arange(d + 1)[None]
     rows = Rows(positions, jnp.ones(positions.shape, bool), page_table)
-    h, pool = forward.main(cfg, params, pool, jnp.concatenate([x_n, state.drafts], 1), rows, prefill=False)
-    tokens, accepted = accept(forward.head(cfg, params, h), state, samp, n)
+    h, pool = forward.main(cfg, compute, params, pool, jnp.concatenate([x_n, state.drafts], 1), rows, prefill=False)
+    tokens, accepted = accept(forward.head(cfg, compute, params, h), state, samp, n)
     frontier = n + accepted + 1
     hidden = jnp.concatenate([state.hidden, h], 1)  # positions n-D..n+D
     z = jnp.concatenate([state.tokens, state.drafts, jnp.zeros((n.shape[0], d + 1), jnp.int32)], 1)
     z = _set_at(z, d + accepted + 1, _row_slice(tokens, accepted, 1)[:, 0])
-    drafts, probs, z, pool = draft_chain(cfg, params, pool, hidden, z, n - d, frontier, page_table, samp, False)
+    drafts, probs, z, pool = draft_chain(cfg, compute, params, pool, hidden, z, n - d, frontier, page_table, samp,
+                                         False)
     nxt = DraftState(drafts, probs, _row_slice(hidden, accepted + 1, d), _row_slice(z, accepted + 1, d + 1))
     return tokens, accepted, nxt, pool
 
 
-def after_prefill(cfg: ModelConfig, params: Params, pool: Pool, hidden: Float[Array, "B T Dm"],
+def after_prefill(cfg: ModelConfig, compute: ComputeConfig, params: Params, pool: Pool, hidden: Float[Array, "B T Dm"],
                   prompt: Int[Array, "B T"], lengths: Int[Array, " B"], first: Int[Array, " B"],
                   page_table: Array, samp: sampling.RowSampling) -> tuple[DraftState, Pool]:
     """Fills every MTP cache over the prompt and makes the first drafts (the main model made x_P = first)."""
@@ -127,7 +129,7 @@ def after_prefill(cfg: ModelConfig, params: Params, pool: Pool, hidden: Float[Ar
     z = jnp.concatenate([prompt, jnp.zeros((b, d + 1), jnp.int32)], 1)
     z = _set_at(z, lengths, first)
     base = jnp.zeros((b,), jnp.int32)
-    drafts, probs, z, pool = draft_chain(cfg, params, pool, hidden, z, base, lengths, page_table, samp, True)
+    drafts, probs, z, pool = draft_chain(cfg, compute, params, pool, hidden, z, base, lengths, page_table, samp, True)
     # Positions before 0 (short prompts) hold junk that nothing reads: their cache slots are never written.
     padded_h = jnp.concatenate([jnp.zeros((b, d) + hidden.shape[2:], hidden.dtype), hidden], 1)
     padded_z = jnp.concatenate([jnp.zeros((b, d), jnp.int32), z], 1)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from eva_jax.config import ModelConfig
+from eva_jax.config import ComputeConfig, ModelConfig
 from pallas_kernels import latent_attention
 from pallas_kernels.backend import resolve
 
@@ -38,18 +38,20 @@ def mla_attention(q_nope: Float[Array, "B T H N"], q_rope: Float[Array, "B T H R
     return jnp.einsum("BHTS,BSHV->BTHV", probs, v)
 
 
-def causal_attention(cfg: ModelConfig, q_nope: Float[Array, "B T H N"], q_rope: Float[Array, "B T H R"],
-                     k_nope: Float[Array, "B T H N"], k_rope: Float[Array, "B T R"], v: Float[Array, "B T H V"],
+def causal_attention(cfg: ModelConfig, compute: ComputeConfig, q_nope: Float[Array, "B T H N"],
+                     q_rope: Float[Array, "B T H R"], k_nope: Float[Array, "B T H N"],
+                     k_rope: Float[Array, "B T R"], v: Float[Array, "B T H V"],
                      segment_ids: Int[Array, "B T"] | None) -> Float[Array, "B T H V"]:
     """Self-attention over one (packed) sequence: the Pallas flash kernel or the XLA form, per
-    model.attention_impl."""
-    choice = resolve("attention", cfg.attention_impl, interpret=cfg.kernel_interpret)
+    compute.attention_impl."""
+    choice = resolve("attention", compute.attention_impl, interpret=compute.kernel_interpret)
     if choice.use_pallas:
         return latent_attention.flash_mla(q_nope, q_rope, k_nope, k_rope, v, segment_ids, cfg.softmax_scale,
-                         interpret=choice.interpret, flavour=choice.flavour)
+                                          interpret=choice.interpret, flavour=choice.flavour)
     t = q_nope.shape[1]
-    if 0 < cfg.attention_chunk < t:
-        return _query_blocks(q_nope, q_rope, k_nope, k_rope, v, segment_ids, cfg.softmax_scale, cfg.attention_chunk)
+    if 0 < compute.attention_chunk < t:
+        return _query_blocks(q_nope, q_rope, k_nope, k_rope, v, segment_ids, cfg.softmax_scale,
+                             compute.attention_chunk)
     return _causal_blocks(q_nope, q_rope, k_nope, k_rope, v, segment_ids, cfg.softmax_scale)
 
 

@@ -2,7 +2,7 @@
 W_UK is folded into the query, so scores are taken against the C-dim latent directly, and W_UV is applied
 after the attention-weighted sum of latents; K and V are never materialised. T new tokens per row attend to
 the cache and causally to each other (T = 1 plain decode, D + 1 speculative verification, 2D + 1 an MTP
-window). Through the Pallas paged decode kernel when model.attention_impl picks it, else in XLA.
+window). Through the Pallas paged decode kernel when compute.attention_impl picks it, else in XLA.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from eva_jax.config import ModelConfig
+from eva_jax.config import ComputeConfig, ModelConfig
 from eva_jax.nn import kv_cache
 from eva_jax.nn.kv_cache import Pages, Rows
 from pallas_kernels import latent_attention
@@ -22,17 +22,17 @@ def _power_of_two(n: int) -> bool:
     return n > 0 and not n & (n - 1)
 
 
-def kernel_choice(cfg: ModelConfig, page_size: int) -> KernelChoice | None:
+def kernel_choice(cfg: ModelConfig, compute: ComputeConfig, page_size: int) -> KernelChoice | None:
     """The backend's KernelChoice for cached steps, or None for the XLA form.
 
     "pallas" always takes the kernel (errors that it cannot compile come from the kernel, with the reason);
     "auto" takes it only where it compiles: natively, and on GPU only for power-of-two latent, rope and page
     sizes (Triton's block shapes)."""
-    choice = resolve("attention", cfg.attention_impl, interpret=cfg.kernel_interpret)
+    choice = resolve("attention", compute.attention_impl, interpret=compute.kernel_interpret)
     if not choice.use_pallas:
         return None
     sizes = (cfg.kv_lora_rank, cfg.qk_rope_head_dim, page_size)
-    if (cfg.attention_impl == "auto" and not choice.interpret and choice.flavour == "triton"
+    if (compute.attention_impl == "auto" and not choice.interpret and choice.flavour == "triton"
             and not all(map(_power_of_two, sizes))):
         return None
     return choice
@@ -44,16 +44,16 @@ def _new_token_mask(valid: Bool[Array, "B T"]) -> Bool[Array, "B T T"]:
     return jnp.tril(jnp.ones((t, t), bool))[None] & valid[:, None, :]
 
 
-def absorbed_attention(cfg: ModelConfig, q_nope: Float[Array, "B T H N"], q_rope: Float[Array, "B T H R"],
-                       latent_BTC: Float[Array, "B T C"], k_rope_BTR: Float[Array, "B T R"],
-                       w_kv: Float[Array, "H NV C"], pages: Pages, rows: Rows
+def absorbed_attention(cfg: ModelConfig, compute: ComputeConfig, q_nope: Float[Array, "B T H N"],
+                       q_rope: Float[Array, "B T H R"], latent_BTC: Float[Array, "B T C"],
+                       k_rope_BTR: Float[Array, "B T R"], w_kv: Float[Array, "H NV C"], pages: Pages, rows: Rows
                        ) -> tuple[Float[Array, "B T H V"], Pages]:
     """The new tokens' attention output, and the layer's pages with their (c_n, rotated k_r) stored.
     w_kv is MLA's wkv_b, [H, N + V, C]: per head, W_UK's rows then W_UV's, the layout both absorbed products
     read without a transposed copy of the weight."""
     n = cfg.qk_nope_head_dim
     q_latent = jnp.einsum("BTHN,HNC->BTHC", q_nope, w_kv[:, :n])
-    choice = kernel_choice(cfg, pages.latent.shape[1])
+    choice = kernel_choice(cfg, compute, pages.latent.shape[1])
     if choice is not None:
         # The kernel reads the new tokens' keys from the cache, so they are stored first.
         pages = kv_cache.write(pages, latent_BTC, k_rope_BTR, rows.positions, rows.valid, rows.page_table)

@@ -69,7 +69,7 @@ def plan(experts: Int[Array, "N K"], num_experts: int, impl: str, null_expert: b
     `null_expert`, expert num_experts−1 is padding: its rows are invalid and the weights hold num_experts−1."""
     impl = resolve_impl(impl)
     if impl not in ("ragged", "padded", "tiled", "slab"):
-        raise ValueError(f"model.moe_impl={impl!r}: expected 'ragged', 'padded', 'tiled', 'slab' or 'auto'")
+        raise ValueError(f"compute.moe_impl={impl!r}: expected 'ragged', 'padded', 'tiled', 'slab' or 'auto'")
     n, k = experts.shape
     m = n * k
     real = num_experts - 1 if null_expert else num_experts

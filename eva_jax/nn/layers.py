@@ -9,15 +9,15 @@ import jax
 import jax.numpy as jnp
 from jax.typing import DTypeLike
 
-from eva_jax.config import ModelConfig
+from eva_jax.config import ComputeConfig, ModelConfig
 from eva_jax.parallel.rules import MeshRules
 from pallas_kernels.backend import resolve
 from pallas_kernels.fp8_matmul import fp8_matmul
 from pallas_kernels.fp8_matmul_ref import fp8_matmul_ref
 
 
-def compute_dtype(cfg: ModelConfig) -> jnp.dtype:
-    return jnp.dtype(cfg.dtype)
+def compute_dtype(compute: ComputeConfig) -> jnp.dtype:
+    return jnp.dtype(compute.dtype)
 
 
 def kernel_init(cfg: ModelConfig) -> nn.initializers.Initializer:
@@ -35,17 +35,19 @@ def param(module: nn.Module, name: str, shape: Sequence[int], axes: tuple[str, .
     return value if sharding is None else sharding.constrain_param(value, axes)
 
 
-def kernel(module: nn.Module, cfg: ModelConfig, name: str, shape: Sequence[int], axes: tuple[str, ...]) -> jax.Array:
-    """A matmul weight, stored in param_dtype and returned in the compute dtype."""
-    value = param(module, name, shape, axes, kernel_init(cfg), jnp.dtype(cfg.param_dtype))
-    return value.astype(compute_dtype(cfg))
+def kernel(module: nn.Module, name: str, shape: Sequence[int], axes: tuple[str, ...]) -> jax.Array:
+    """A matmul weight of a module with `cfg` (ModelConfig) and `compute` (ComputeConfig) fields, stored in
+    compute.param_dtype and returned in the compute dtype."""
+    compute: ComputeConfig = module.compute
+    value = param(module, name, shape, axes, kernel_init(module.cfg), jnp.dtype(compute.param_dtype))
+    return value.astype(compute_dtype(compute))
 
 
-def linear(x: jax.Array, w: jax.Array, cfg: ModelConfig) -> jax.Array:
-    """x @ w for a 2-D kernel [in, out]; through the FP8 block-scaled kernel when model.matmul == "fp8"."""
-    if cfg.matmul != "fp8":
+def linear(x: jax.Array, w: jax.Array, compute: ComputeConfig) -> jax.Array:
+    """x @ w for a 2-D kernel [in, out]; through the FP8 block-scaled kernel when compute.matmul == "fp8"."""
+    if compute.matmul != "fp8":
         return x @ w
-    choice = resolve("fp8_matmul", "auto", interpret=cfg.kernel_interpret)
+    choice = resolve("fp8_matmul", "auto", interpret=compute.kernel_interpret)
     if choice.use_pallas:
         return fp8_matmul(x, w, interpret=choice.interpret, flavour=choice.flavour)
     return fp8_matmul_ref(x, w)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from eva_jax.config import ModelConfig
+from eva_jax.config import ComputeConfig, ModelConfig
 from eva_jax.nn import kv_cache
 from eva_jax.nn.attention import causal_attention
 from eva_jax.nn.cached_attention import absorbed_attention
@@ -30,27 +30,28 @@ LATENT_NORM_EPS = 1e-6
 
 class MLA(nn.Module):
     cfg: ModelConfig
+    compute: ComputeConfig
     sharding: MeshRules | None = None
 
     def query(self, x: Float[Array, "B T D"]) -> Float[Array, "B T H NR"]:
-        cfg = self.cfg
+        cfg, compute = self.cfg, self.compute
         heads = (cfg.num_heads, cfg.qk_head_dim)
         if cfg.q_lora_rank is None:
-            w_q = kernel(self, cfg, "wq", (cfg.hidden_size, *heads), ("embed", "heads", "qk_head"))
-            return linear(x, w_q.reshape(cfg.hidden_size, -1), cfg).reshape(*x.shape[:-1], *heads)
-        w_dq = kernel(self, cfg, "wq_a", (cfg.hidden_size, cfg.q_lora_rank), ("embed", "q_lora"))
-        c_q = RMSNorm(LATENT_NORM_EPS, cfg.param_dtype, "q_lora", name="q_norm")(linear(x, w_dq, cfg))
-        w_uq = kernel(self, cfg, "wq_b", (cfg.q_lora_rank, *heads), ("q_lora", "heads", "qk_head"))
-        return linear(c_q, w_uq.reshape(cfg.q_lora_rank, -1), cfg).reshape(*x.shape[:-1], *heads)
+            w_q = kernel(self, "wq", (cfg.hidden_size, *heads), ("embed", "heads", "qk_head"))
+            return linear(x, w_q.reshape(cfg.hidden_size, -1), compute).reshape(*x.shape[:-1], *heads)
+        w_dq = kernel(self, "wq_a", (cfg.hidden_size, cfg.q_lora_rank), ("embed", "q_lora"))
+        c_q = RMSNorm(LATENT_NORM_EPS, compute.param_dtype, "q_lora", name="q_norm")(linear(x, w_dq, compute))
+        w_uq = kernel(self, "wq_b", (cfg.q_lora_rank, *heads), ("q_lora", "heads", "qk_head"))
+        return linear(c_q, w_uq.reshape(cfg.q_lora_rank, -1), compute).reshape(*x.shape[:-1], *heads)
 
     def latent(self, x: Float[Array, "B T D"]) -> tuple[Float[Array, "B T C"], Float[Array, "B T R"]]:
         """The normalised KV latent c_n and the un-rotated shared rope key: what a decode cache keeps."""
-        cfg = self.cfg
-        w_dkv = kernel(self, cfg, "wkv_a", (cfg.hidden_size, cfg.kv_lora_rank + cfg.qk_rope_head_dim),
+        cfg, compute = self.cfg, self.compute
+        w_dkv = kernel(self, "wkv_a", (cfg.hidden_size, cfg.kv_lora_rank + cfg.qk_rope_head_dim),
                        ("embed", "kv_lora_rope"))
-        z = linear(x, w_dkv, cfg)
+        z = linear(x, w_dkv, compute)
         c_kv, k_rope = z[..., :cfg.kv_lora_rank], z[..., cfg.kv_lora_rank:]
-        return RMSNorm(LATENT_NORM_EPS, cfg.param_dtype, "kv_lora", name="kv_norm")(c_kv), k_rope
+        return RMSNorm(LATENT_NORM_EPS, compute.param_dtype, "kv_lora", name="kv_norm")(c_kv), k_rope
 
     @nn.compact
     def __call__(self, x: Float[Array, "B T D"], cos: Float[Array, "B T R2"], sin: Float[Array, "B T R2"],
@@ -58,13 +59,13 @@ class MLA(nn.Module):
                  prefill: bool = False) -> tuple[Float[Array, "B T D"], Pages | None]:
         """The attention output and the layer's cache pages after storing this step's tokens (None without a
         cache). With a cache, `rows` says where the tokens sit."""
-        cfg = self.cfg
+        cfg, compute = self.cfg, self.compute
         n = cfg.qk_nope_head_dim
         with jax.named_scope("mla_projections"):
             q = self.query(x)
             latent_BTC, k_rope = self.latent(x)
             # Per head, W_UK's rows then W_UV's: [H, N + V, C], as DeepSeek's reference views kv_b_proj.
-            w_kv = kernel(self, cfg, "wkv_b", (cfg.num_heads, n + cfg.v_head_dim, cfg.kv_lora_rank),
+            w_kv = kernel(self, "wkv_b", (cfg.num_heads, n + cfg.v_head_dim, cfg.kv_lora_rank),
                           ("heads", "kv_head", "kv_lora"))
         q_nope = q[..., :n]
         q_rope = apply_rope(q[..., n:], cos[:, :, None, :], sin[:, :, None, :], cfg.rope_interleave)
@@ -75,11 +76,12 @@ class MLA(nn.Module):
                 k_nope, v = kv[..., :n], kv[..., n:]
                 # A prompt starts at position 0 and right padding sits after every real query, so causality
                 # alone hides the padding: prefill needs no segment ids.
-                out_BTHV = causal_attention(cfg, q_nope, q_rope, k_nope, k_rope, v, segment_ids)
+                out_BTHV = causal_attention(cfg, compute, q_nope, q_rope, k_nope, k_rope, v, segment_ids)
                 if cache is not None:
                     cache = kv_cache.write(cache, latent_BTC, k_rope, rows.positions, rows.valid, rows.page_table)
             else:
-                out_BTHV, cache = absorbed_attention(cfg, q_nope, q_rope, latent_BTC, k_rope, w_kv, cache, rows)
-        w_o = kernel(self, cfg, "wo", (cfg.num_heads, cfg.v_head_dim, cfg.hidden_size), ("heads", "v_head", "embed"))
-        out = linear(out_BTHV.reshape(*out_BTHV.shape[:2], -1), w_o.reshape(-1, cfg.hidden_size), cfg)
+                out_BTHV, cache = absorbed_attention(cfg, compute, q_nope, q_rope, latent_BTC, k_rope, w_kv, cache,
+                                                     rows)
+        w_o = kernel(self, "wo", (cfg.num_heads, cfg.v_head_dim, cfg.hidden_size), ("heads", "v_head", "embed"))
+        out = linear(out_BTHV.reshape(*out_BTHV.shape[:2], -1), w_o.reshape(-1, cfg.hidden_size), compute)
         return out, cache

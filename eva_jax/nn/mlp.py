@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 from jaxtyping import Array, Float
 
-from eva_jax.config import ModelConfig
+from eva_jax.config import ComputeConfig, ModelConfig
 from eva_jax.nn.layers import kernel, linear
 from eva_jax.parallel.rules import MeshRules
 
@@ -18,16 +18,17 @@ def swiglu(x: Float[Array, "... D"], w_gate: Float[Array, "D F"], w_up: Float[Ar
 
 class MLP(nn.Module):
     cfg: ModelConfig
+    compute: ComputeConfig
     width: int
     axis: str = "mlp"
     sharding: MeshRules | None = None
 
     @nn.compact
     def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
-        cfg, d, f = self.cfg, self.cfg.hidden_size, self.width
-        w_gate = kernel(self, cfg, "gate", (d, f), ("embed", self.axis))
-        w_up = kernel(self, cfg, "up", (d, f), ("embed", self.axis))
-        w_down = kernel(self, cfg, "down", (f, d), (self.axis, "embed"))
-        if cfg.matmul == "fp8":
-            return linear(jax.nn.silu(linear(x, w_gate, cfg)) * linear(x, w_up, cfg), w_down, cfg)
+        compute, d, f = self.compute, self.cfg.hidden_size, self.width
+        w_gate = kernel(self, "gate", (d, f), ("embed", self.axis))
+        w_up = kernel(self, "up", (d, f), ("embed", self.axis))
+        w_down = kernel(self, "down", (f, d), (self.axis, "embed"))
+        if compute.matmul == "fp8":
+            return linear(jax.nn.silu(linear(x, w_gate, compute)) * linear(x, w_up, compute), w_down, compute)
         return swiglu(x, w_gate, w_up, w_down)

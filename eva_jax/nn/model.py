@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from eva_jax.config import ModelConfig
+from eva_jax.config import ComputeConfig, ModelConfig
 from eva_jax.nn.block import Block, layer_stack
 from eva_jax.nn.kv_cache import Pool, Rows
 from eva_jax.nn.layers import compute_dtype, kernel_init, param
@@ -43,27 +43,28 @@ def mtp_segments(segment_ids: Int[Array, "B T"], k: int) -> Int[Array, "B Tk"]:
 
 class Transformer(nn.Module):
     cfg: ModelConfig
+    compute: ComputeConfig
     sharding: MeshRules | None = None  # the mesh and rules of a sharded step (eva_jax.parallel.rules)
     scan_layers: bool = True
 
     def setup(self) -> None:
-        cfg, sh = self.cfg, self.sharding
-        pdt = jnp.dtype(cfg.param_dtype)
+        cfg, compute, sh = self.cfg, self.compute, self.sharding
+        pdt = jnp.dtype(compute.param_dtype)
         self.embedding = param(self, "embed", (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), kernel_init(cfg),
                                pdt)
         counts = {"dense_layers": cfg.num_dense_layers, "moe_layers": cfg.num_moe_layers}
         for name, count in counts.items():
             if self.scan_layers:
-                setattr(self, name, layer_stack(cfg, name == "moe_layers", count, sh, name) if count else None)
+                setattr(self, name, layer_stack(cfg, compute, name == "moe_layers", count, sh, name) if count else None)
             else:
-                setattr(self, name, [Block(cfg, name == "moe_layers", sh) for _ in range(count)])
-        self.final_norm = RMSNorm(cfg.rms_norm_eps, cfg.param_dtype)
+                setattr(self, name, [Block(cfg, compute, name == "moe_layers", sh) for _ in range(count)])
+        self.final_norm = RMSNorm(cfg.rms_norm_eps, compute.param_dtype)
         self.lm_head = param(self, "lm_head", (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), kernel_init(cfg),
                              pdt)
-        self.mtp = [MTPModule(cfg, sh, name=f"mtp_{k}") for k in range(cfg.num_mtp_layers)]
+        self.mtp = [MTPModule(cfg, compute, sh, name=f"mtp_{k}") for k in range(cfg.num_mtp_layers)]
 
     def embed(self, tokens: Int[Array, "B T"]) -> Float[Array, "B T D"]:
-        return jnp.take(self.embedding, tokens, axis=0).astype(compute_dtype(self.cfg))
+        return jnp.take(self.embedding, tokens, axis=0).astype(compute_dtype(self.compute))
 
     def head(self, h: Float[Array, "... D"]) -> Float[Array, "... V"]:
         return jnp.einsum("...D,DV->...V", h, self.lm_head.astype(h.dtype), preferred_element_type=jnp.float32)
@@ -126,8 +127,8 @@ class Transformer(nn.Module):
 
     def _generate_forward(self, tokens: Int[Array, "B T"], cache: Pool, rows: Rows, prefill: bool) -> dict:
         if self.scan_layers:
-            raise ValueError("generation runs the per-layer form: build Transformer(cfg, scan_layers=False) and "
-                             "pass eva_jax.nn.model.unstack_layers(cfg, params)")
+            raise ValueError("generation runs the per-layer form: build Transformer(cfg, compute, scan_layers=False) "
+                             "and pass eva_jax.nn.model.unstack_layers(cfg, params)")
         cos, sin = rope_tables(self.cfg, rows.positions)
         h = self.embed(tokens)
         cache = list(cache)
@@ -167,10 +168,10 @@ def stack_layers(cfg: ModelConfig, params: Params) -> Params:
     return out
 
 
-def generation_params(cfg: ModelConfig, params: Params) -> Params:
+def generation_params(cfg: ModelConfig, compute: ComputeConfig, params: Params) -> Params:
     """The per-layer form with every weight already in the compute dtype (the router and its bias stay fp32,
     as the modules keep them): what the modules would cast at each use, cast once. Same numbers."""
-    dt = compute_dtype(cfg)
+    dt = compute_dtype(compute)
 
     def cast(path, x):
         return x if getattr(path[-1], "key", "") in ("router", "router_bias") else jnp.asarray(x).astype(dt)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from eva_jax.config import ModelConfig
+from eva_jax.config import ComputeConfig, ModelConfig
 from eva_jax.nn import grouped
 from eva_jax.nn.layers import kernel, kernel_init, param
 from eva_jax.nn.mlp import MLP
@@ -91,11 +91,12 @@ def local_experts(impl: str) -> expert_parallel.LocalExperts:
 
 class MoE(nn.Module):
     cfg: ModelConfig
+    compute: ComputeConfig
     sharding: MeshRules | None = None
 
     @nn.compact
     def __call__(self, x: Float[Array, "B T D"]) -> tuple[Float[Array, "B T D"], dict[str, Array]]:
-        cfg = self.cfg
+        cfg, compute = self.cfg, self.compute
         b, t, d = x.shape
         e, f = cfg.n_routed_experts, cfg.moe_intermediate_size
         # The gate stays fp32 whatever the compute dtype (DeepSeek keeps MoE gating out of low precision).
@@ -105,21 +106,22 @@ class MoE(nn.Module):
             bias = param(self, "router_bias", (e,), ("router_experts",), nn.initializers.zeros, jnp.float32)
         with jax.named_scope("router"):
             logits = jnp.einsum("BTD,DE->BTE", x.astype(jnp.float32), w_router)
-            routing = route(logits.reshape(b * t, e), bias, cfg)
-        w_gate = kernel(self, cfg, "experts_gate", (e, d, f), ("expert", "embed", "expert_mlp"))
-        w_up = kernel(self, cfg, "experts_up", (e, d, f), ("expert", "embed", "expert_mlp"))
-        w_down = kernel(self, cfg, "experts_down", (e, f, d), ("expert", "expert_mlp", "embed"))
+            routing = route(logits.reshape(b * t, e), bias, cfg, compute.max_route_nodes)
+        w_gate = kernel(self, "experts_gate", (e, d, f), ("expert", "embed", "expert_mlp"))
+        w_up = kernel(self, "experts_up", (e, d, f), ("expert", "embed", "expert_mlp"))
+        w_down = kernel(self, "experts_down", (e, f, d), ("expert", "expert_mlp", "embed"))
         with jax.named_scope("routed_experts"):
             if expert_parallel.applies(self.sharding, b):
                 k = routing.experts.shape[-1]
                 routed = expert_parallel.routed_experts_ep(
                     x, routing.experts.reshape(b, t, k), routing.weights.reshape(b, t, k), w_gate, w_up, w_down,
-                    local_experts(cfg.moe_impl), self.sharding.mesh, cfg.moe_chunk_tokens)
+                    local_experts(compute.moe_impl), self.sharding.mesh, compute.moe_chunk_tokens)
             else:
-                routed = routed_experts(x.reshape(b * t, d), routing, w_gate, w_up, w_down, cfg.moe_impl)
+                routed = routed_experts(x.reshape(b * t, d), routing, w_gate, w_up, w_down, compute.moe_impl)
         out = routed.astype(x.dtype).reshape(b, t, d)
         if cfg.n_shared_experts:
-            out = out + MLP(cfg, cfg.n_shared_experts * f, "shared_mlp", sharding=self.sharding, name="shared")(x)
+            shared = MLP(cfg, compute, cfg.n_shared_experts * f, "shared_mlp", sharding=self.sharding, name="shared")
+            out = out + shared(x)
         return out, moe_stats(routing, b, t, e)
 
 

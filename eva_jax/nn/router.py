@@ -49,13 +49,15 @@ def node_mask(choice: Float[Array, "N E"], nodes: int, max_nodes: int, k: int) -
     return jnp.repeat(kept_nodes, e // nodes, axis=1)
 
 
-def route(logits: Float[Array, "N E"], bias: Float[Array, " E"] | None, cfg: ModelConfig) -> Routing:
-    """Selects K experts per token. The bias steers *selection* only; weights use the unbiased scores."""
+def route(logits: Float[Array, "N E"], bias: Float[Array, " E"] | None, cfg: ModelConfig,
+          max_nodes: int = 0) -> Routing:
+    """Selects K experts per token. The bias steers *selection* only; weights use the unbiased scores.
+    `max_nodes` > 0 limits a token to that many expert groups (compute.max_route_nodes)."""
     scores = affinities(logits.astype(jnp.float32), cfg.scoring_func)
     choice = scores if bias is None else scores + jax.lax.stop_gradient(bias.astype(jnp.float32))
-    if 0 < cfg.max_route_nodes < cfg.n_group:
+    if 0 < max_nodes < cfg.n_group:
         # Node-limited routing: the groups are nodes (experts lie contiguously over the `expert` mesh axis).
-        keep = node_mask(choice, cfg.n_group, cfg.max_route_nodes, cfg.num_experts_per_tok)
+        keep = node_mask(choice, cfg.n_group, max_nodes, cfg.num_experts_per_tok)
         choice = jnp.where(keep, choice, -jnp.inf)
     if cfg.topk_method != "greedy" and cfg.n_group > 1:
         keep = group_mask(choice, cfg.n_group, cfg.topk_group, cfg.topk_method)

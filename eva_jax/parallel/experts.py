@@ -71,7 +71,7 @@ def routed_experts_ep(x: Float[Array, "B T D"], experts: Int[Array, "B T K"], we
                       w_gate: Float[Array, "E D F"], w_up: Float[Array, "E D F"], w_down: Float[Array, "E F D"],
                       local_experts: LocalExperts, mesh, chunk: int = 0) -> Float[Array, "B T D"]:
     """Σ_k w_k·Expert_{e_k}(x) with the experts split over `expert`; float32 out, like the single-device path.
-    `chunk` > 0 dispatches each device's tokens in blocks of that many (model.moe_chunk_tokens)."""
+    `chunk` > 0 dispatches each device's tokens in blocks of that many (compute.moe_chunk_tokens)."""
     batch = P(BATCH_AXES)
     tp = "tensor" if axis_size(mesh, "tensor") > 1 else None
     p = axis_size(mesh, "expert")

@@ -64,7 +64,7 @@ class Service:
     def __init__(self, cfg: Config, params: Any, tokenizer: Tokenizer, model_name: str,
                  engine_config: EngineConfig) -> None:
         self.cfg = model_config(cfg)
-        self.engine = Engine(self.cfg, params, engine_config)
+        self.engine = Engine(cfg, params, engine_config)
         self.worker = Worker(self.engine)
         self.tokenizer, self.model_name = tokenizer, model_name
         self.context = engine_config.seq_len(self.cfg)

@@ -92,18 +92,18 @@ def _report(cfg: Config, devices: int, hbm_gb: float) -> str:
     tokens = micro * t
     flops = float(cost.get("flops", 0.0)) if cost else 0.0
     model_flops = train_flops_per_token(cfg) * tokens / batch_shards(mesh)
-    m = cfg.model
+    c = cfg.compute
     lines = [
         f"dry run: {cfg.name} on mesh {describe_shape(mesh)} ({devices} simulated devices), "
         f"mesh.rules={cfg.mesh.rules}, "
-        f"zero1={cfg.mesh.zero1}, moe_impl={m.moe_impl}, remat={m.remat_policy}",
+        f"zero1={cfg.mesh.zero1}, moe_impl={c.moe_impl}, remat={c.remat_policy}, matmul={c.matmul}",
         f"parameters: {_count(counts['total'])} total / {_count(counts['activated'])} activated per token "
         f"(+{_count(counts['mtp'])} in the MTP modules)",
         f"micro-batch: {micro} × {t} tokens ({tokens // batch_shards(mesh)} tokens per device); "
         f"global batch {cfg.train.global_batch} = {cfg.train.global_batch // micro} micro-batches (compiled with 1: "
         f"the accumulation scan carries, it does not stack)",
         f"per-device memory ({unit}):",
-        f"  parameters       {params_b / scale:8.2f}  (param_dtype={m.param_dtype})",
+        f"  parameters       {params_b / scale:8.2f}  (param_dtype={c.param_dtype})",
         f"  optimizer state  {opt_b / scale:8.2f}  (moment_dtype={cfg.optim.moment_dtype})",
         f"  arguments        {args_b / scale:8.2f}  (state + batch)",
         f"  temporaries      {temp_b / scale:8.2f}  (gradient accumulator, activations, dispatch buffers)",

@@ -35,8 +35,9 @@ def objective(params, batch: dict, mtp_lambda: Float[Array, ""], cfg: Config,
               sharding: MeshRules | None = None) -> tuple[Float[Array, ""], dict]:
     """(total loss, aux) for one micro-batch; aux carries the parts and the per-layer expert counts (the
     structure `aux_zeros` builds). `sharding`: the mesh and rules of a sharded step."""
-    out = Transformer(cfg.model, sharding).apply({"params": params}, batch["inputs"], positions=batch.get("positions"),
-                                                 segment_ids=batch.get("segment_ids"), with_mtp=True)
+    model = Transformer(cfg.model, cfg.compute, sharding)
+    out = model.apply({"params": params}, batch["inputs"], positions=batch.get("positions"),
+                      segment_ids=batch.get("segment_ids"), with_mtp=True)
     head = params["lm_head"]
     shards = 1 if sharding is None else sharding.batch_shards
     main = head_cross_entropy(out["hidden"], head, batch["targets"], target_mask(batch), shards)

@@ -39,6 +39,6 @@ def init_sharded_state(cfg: Config, tx: optax.GradientTransformation, mesh, seed
     state_sh, _ = state_shardings(cfg, mesh, tx)
 
     def build(key):
-        return init_state(nn.unbox(init_boxed(cfg.model, key)), tx)
+        return init_state(nn.unbox(init_boxed(cfg.model, cfg.compute, key)), tx)
 
     return jax.jit(build, out_shardings=state_sh)(jax.random.PRNGKey(seed))

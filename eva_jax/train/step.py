@@ -94,6 +94,7 @@ def make_train_step(cfg: Config, tx: optax.GradientTransformation, mesh=None):
 @functools.partial(jax.jit, static_argnums=2)
 def heldout_loss(params: Params, batch: dict, cfg: Config) -> jax.Array:
     """Main next-token loss of one held-out micro-batch."""
-    out = Transformer(cfg.model).apply({"params": params}, batch["inputs"], positions=batch.get("positions"),
-                                       segment_ids=batch.get("segment_ids"), with_mtp=False)
+    model = Transformer(cfg.model, cfg.compute)
+    out = model.apply({"params": params}, batch["inputs"], positions=batch.get("positions"),
+                      segment_ids=batch.get("segment_ids"), with_mtp=False)
     return head_cross_entropy(out["hidden"], params["lm_head"], batch["targets"], target_mask(batch))

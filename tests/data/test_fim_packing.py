@@ -64,7 +64,7 @@ def test_isolated_attention_over_a_packed_row_equals_each_document_alone():
     row = np.concatenate(docs)[None]
     seg = np.concatenate([np.full(n, i + 1) for i, n in enumerate(lengths)])[None]
     pos = np.concatenate([np.arange(n) for n in lengths])[None]
-    model = Transformer(dataclasses.replace(cfg.model, moe_impl="ragged"))
+    model = Transformer(cfg.model, dataclasses.replace(cfg.compute, moe_impl="ragged"))
     packed = model.apply({"params": params}, jnp.asarray(row), positions=jnp.asarray(pos),
                          segment_ids=jnp.asarray(seg), with_mtp=False)["logits"][0]
     offset = 0

@@ -19,7 +19,7 @@ def test_v3_caches_1152_bytes_per_token_per_layer_71x_less_than_mha():
 
 def test_paged_write_then_read_in_position_order():
     cfg = eva_jax.load_config("v3_tiny").model
-    pool = cache.init_pool(cfg, num_pages=6, page_size=4)
+    pool = cache.init_pool(cfg, num_pages=6, page_size=4, dtype="float32")
     assert len(pool) == cfg.num_layers + cfg.num_mtp_layers
     assert pool[0].latent.shape == (7, 4, 32) and pool[0].rope.shape == (7, 4, 8)
     table = np.array([[5, 2, 3], [1, 0, 0]], np.int32)  # row 0 holds pages out of order

@@ -22,7 +22,7 @@ def full_outputs(cfg, params, seqs, rows=4, width=128):
         tokens[:] = 0
         for i, s in enumerate(chunk):
             tokens[i, : len(s)] = s
-        res = forward(cfg.model, params, tokens, True)
+        res = forward(cfg.model, cfg.compute, params, tokens, True)
         main, mtp = np.asarray(res["logits"]), [np.asarray(m) for m in res["mtp_logits"]]
         out += [(main[i], [m[i] for m in mtp]) for i in range(len(chunk))]
     return out

@@ -49,7 +49,7 @@ def test_workdir_loads_the_final_state_on_one_device(trained, loaded):
     assert got_cfg == cfg
     assert jax.tree.structure(got) == jax.tree.structure(params)
     for want, leaf in zip(jax.tree.leaves(params), jax.tree.leaves(got)):
-        assert isinstance(leaf, jax.Array) and leaf.dtype == np.dtype(cfg.model.param_dtype)
+        assert isinstance(leaf, jax.Array) and leaf.dtype == np.dtype(cfg.compute.param_dtype)
         assert leaf.sharding.device_set == {jax.devices()[0]}
         np.testing.assert_array_equal(np.asarray(leaf), want)
     used = Tokenizer.load(workdir / "tokenizer")  # the tokenizer the run trained and used

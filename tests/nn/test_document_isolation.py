@@ -21,7 +21,8 @@ def model():
 def outputs(cfg, params, toks):
     seg = np.where(np.arange(T) < SPLIT, 0, 1)[None].astype(np.int32)
     pos = np.where(np.arange(T) < SPLIT, np.arange(T), np.arange(T) - SPLIT)[None].astype(np.int32)
-    fn = jax.jit(lambda p, t: Transformer(cfg.model).apply({"params": p}, t, positions=pos, segment_ids=seg))
+    model = Transformer(cfg.model, cfg.compute)
+    fn = jax.jit(lambda p, t: model.apply({"params": p}, t, positions=pos, segment_ids=seg))
     return fn(params, toks)
 
 

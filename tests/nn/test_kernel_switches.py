@@ -1,12 +1,12 @@
 """Config switches that bring the Pallas kernels into the model (interpret mode on CPU)."""
 
-import dataclasses
 
 import jax
 import numpy as np
 import pytest
 
 import eva_jax
+from eva_jax.overrides import apply_overrides
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def setup():
 
 def test_pallas_attention_logits_equal_xla(setup):
     cfg, params, tokens = setup
-    pallas = dataclasses.replace(cfg.model, attention_impl="pallas", kernel_interpret=True)
+    pallas = apply_overrides(cfg, {"compute.attention_impl": "pallas", "compute.kernel_interpret": True})
     want = np.asarray(eva_jax.logits(cfg, params, tokens))
     got = np.asarray(eva_jax.logits(pallas, params, tokens))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
@@ -27,14 +27,14 @@ def test_pallas_attention_logits_equal_xla(setup):
 
 def test_requesting_pallas_on_cpu_without_interpret_is_a_clear_error(setup):
     cfg, params, tokens = setup
-    pallas = dataclasses.replace(cfg.model, attention_impl="pallas")
-    with pytest.raises(ValueError, match="model.attention_impl='pallas' needs a GPU or TPU, or interpret mode"):
+    pallas = apply_overrides(cfg, {"compute.attention_impl": "pallas"})
+    with pytest.raises(ValueError, match="compute.attention_impl='pallas' needs a GPU or TPU, or interpret mode"):
         eva_jax.logits(pallas, params, tokens)
 
 
 def test_fp8_matmul_switch_stays_close_and_trains(setup):
     cfg, params, tokens = setup
-    fp8 = dataclasses.replace(cfg.model, matmul="fp8")
+    fp8 = apply_overrides(cfg, {"model.matmul": "fp8"})  # the alias of compute.matmul
     want, got = np.asarray(eva_jax.logits(cfg, params, tokens)), np.asarray(eva_jax.logits(fp8, params, tokens))
     assert not np.array_equal(got, want)  # the quantised path really ran
     assert np.abs(got - want).max() < 0.1 * np.abs(want).max()

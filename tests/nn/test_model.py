@@ -1,7 +1,6 @@
 """Whole-model invariants: shapes and dtypes, causality by gradients (main and every MTP depth), jit == no-jit,
 layouts agree, bad token ids are named."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +9,7 @@ import pytest
 
 import eva_jax
 from eva_jax.nn.model import Transformer
+from eva_jax.overrides import apply_overrides
 
 T = 9
 
@@ -37,7 +37,7 @@ def test_shapes_and_dtypes(mtp2):
 
 def test_bfloat16_compute_returns_float32_logits_close_to_float32(mtp2):
     cfg, params = mtp2
-    bf16 = dataclasses.replace(cfg.model, dtype="bfloat16")
+    bf16 = apply_overrides(cfg, {"compute.dtype": "bfloat16"})
     toks = tokens(256)
     hi, lo = eva_jax.logits(cfg, params, toks), eva_jax.logits(bf16, params, toks)
     assert lo.dtype == jnp.float32
@@ -49,7 +49,7 @@ def embedding_grads(mtp2):
     """grad of Σ output[:, position] w.r.t. every embedded input, for a traced (output, position): one compile."""
     cfg, params = mtp2
     toks = jnp.asarray(tokens(256))
-    model = Transformer(cfg.model)
+    model = Transformer(cfg.model, cfg.compute)
     _, zeros = model.apply({"params": params}, toks, mutable=["perturbations"])
 
     @jax.jit
@@ -87,7 +87,7 @@ def test_every_mtp_depth_is_causal(embedding_grads, depth):
 
 def test_jit_and_no_jit_agree(tiny_cfg, tiny_params):
     toks = jnp.asarray(tokens(256, b=1, t=5))
-    model = Transformer(tiny_cfg.model)
+    model = Transformer(tiny_cfg.model, tiny_cfg.compute)
     with jax.disable_jit():
         eager = model.apply({"params": tiny_params}, toks)["logits"]
     jitted = eva_jax.logits(tiny_cfg, tiny_params, toks)
@@ -96,7 +96,7 @@ def test_jit_and_no_jit_agree(tiny_cfg, tiny_params):
 
 def test_moe_layouts_give_the_same_model(tiny_cfg, tiny_params):
     toks = tokens(256, seed=3)
-    outs = [eva_jax.logits(dataclasses.replace(tiny_cfg.model, moe_impl=impl), tiny_params, toks)
+    outs = [eva_jax.logits(apply_overrides(tiny_cfg, {"compute.moe_impl": impl}), tiny_params, toks)
             for impl in ("ragged", "padded")]
     np.testing.assert_allclose(*outs, rtol=1e-5, atol=1e-5)
 
@@ -105,7 +105,7 @@ def test_remat_policies_do_not_change_values_or_grads(tiny_cfg, tiny_params):
     toks = jnp.asarray(tokens(256, b=1, t=6, seed=4))
 
     def loss(params, policy):
-        return eva_jax.logits(dataclasses.replace(tiny_cfg.model, remat_policy=policy), params, toks).std()
+        return eva_jax.logits(apply_overrides(tiny_cfg, {"compute.remat_policy": policy}), params, toks).std()
 
     base = jax.grad(loss)(tiny_params, "none")
     for policy in ("full",):
@@ -149,7 +149,7 @@ def test_program_size_does_not_grow_with_depth():
         params = eva_jax.abstract_params(cfg)
         import flax.linen as nn
 
-        jaxpr = jax.make_jaxpr(lambda p, t: Transformer(cfg.model).apply({"params": p}, t))(
+        jaxpr = jax.make_jaxpr(lambda p, t: Transformer(cfg.model, cfg.compute).apply({"params": p}, t))(
             nn.unbox(params), jnp.zeros((1, 4), jnp.int32))
         return len(jaxpr.eqns)
 

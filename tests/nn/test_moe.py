@@ -87,5 +87,5 @@ def test_null_expert_rows_are_zero_and_skipped(impl):
 
 def test_unknown_impl_is_named():
     _, r, _ = setup()
-    with pytest.raises(ValueError, match="model.moe_impl='fast'"):
+    with pytest.raises(ValueError, match="compute.moe_impl='fast'"):
         grouped.plan(r.experts, 8, "fast")

@@ -1,4 +1,4 @@
-"""model.moe_chunk_tokens: expert-parallel dispatch in blocks of tokens equals the single-device routed
+"""compute.moe_chunk_tokens: expert-parallel dispatch in blocks of tokens equals the single-device routed
 experts, values and gradients, for every grouped-matmul layout (8 simulated devices, data=2 × expert=4)."""
 
 import jax
