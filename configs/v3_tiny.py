@@ -1,11 +1,11 @@
 """A few-thousand-parameter V3 for unit tests: every structural feature present, compiles in seconds."""
 
-from eva_jax.config import ComputeConfig, Config, ModelConfig
+from eva_jax.config import ComputeConfig, Config, ModelConfig, OptimConfig, TrainConfig
 
 CONFIG = Config(
     name="v3_tiny",
     model=ModelConfig(
-        vocab_size=256,
+        vocab_size=512,  # the 256 bytes, 7 specials and a few hundred merges of the default tokenizer
         hidden_size=64,
         num_layers=3,
         num_heads=4,
@@ -28,4 +28,8 @@ CONFIG = Config(
         max_position_embeddings=512,
     ),
     compute=ComputeConfig(dtype="float32", remat_policy="none"),
+    # Its own run (`python -m eva_jax.train --config=v3_tiny`) takes about a minute on a laptop CPU.
+    optim=OptimConfig(lr_peak=3e-3, lr_decayed=3e-4, lr_final=1e-4, warmup_frac=0.05),
+    train=TrainConfig(steps=60, seq_len=128, global_batch=8, batch_start=8, micro_batch=8, checkpoint_every=30,
+                      eval_every=30, eval_batches=2),
 )

@@ -54,7 +54,7 @@ def _native_problem(kind: Kind, plat: str) -> str | None:
     return None
 
 
-def resolve(kind: Kind, requested: str, *, interpret: bool = False, plat: str | None = None) -> KernelChoice:
+def resolve(kind: str, requested: str, *, interpret: bool = False, plat: str | None = None) -> KernelChoice:
     """Turn a model switch into a kernel choice.
 
     requested: "pallas" (must run the kernel, natively or, with interpret=True, in interpret mode),

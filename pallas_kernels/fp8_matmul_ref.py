@@ -23,8 +23,9 @@ In practice (random Gaussian data) the relative Frobenius error is ≈ 3–4 %.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp

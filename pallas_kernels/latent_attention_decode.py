@@ -50,7 +50,7 @@ def _page_update(q, qr, lat, kr, k_start, q_pos, length, carry, *, scale, prec):
     return acc, m_new, alpha * l + p.sum(axis=1, keepdims=True)
 
 
-def _query_positions(block: int, bm: int, length, n_new: int, n_heads: int):
+def _query_positions(block: int | Int[Array, ""], bm: int, length, n_new: int, n_heads: int):
     rows = block * bm + lax.broadcasted_iota(jnp.int32, (bm, 1), 0)
     # Row r is token r // H of the T new ones; lax.div because r ≥ 0 needs no floor fix-up (Mosaic lacks `sign`).
     return length - n_new + lax.div(rows, n_heads)

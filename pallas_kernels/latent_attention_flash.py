@@ -204,8 +204,8 @@ def _pad_axis(x: Array, axis: int, size: int, value=0) -> Array:
     return jnp.pad(x, pad, constant_values=value)
 
 
-def flash_mla(q_nope: Float[Array, "B T H N"], q_rope: Float[Array, "B T H R"], k_nope: Float[Array, "B T H N"],
-              k_rope: Float[Array, "B T R"], v: Float[Array, "B T H V"], segment_ids: Int[Array, "B T"] | None,
+def flash_mla(q_nope: Float[Array, "B T H N"], q_rope: Float[Array, "B T H R"], k_nope: Float[Array, "B S H N"],
+              k_rope: Float[Array, "B S R"], v: Float[Array, "B S H V"], segment_ids: Int[Array, "B T"] | None,
               scale: float, *, interpret: bool | None = None, flavour: Flavour | None = None,
               block_q: int | None = None, block_k: int | None = None, block_q_bwd: int | None = None,
               block_k_bwd: int | None = None, num_warps: int = 8, num_stages: int = 2) -> Float[Array, "B T H V"]:

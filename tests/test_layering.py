@@ -15,7 +15,7 @@ PACKAGES = ("eva_jax", "pallas_kernels", "configs")
 # Low to high. A module may import its own layer and anything lower; within a layer, the pairs in SIBLINGS
 # never import each other (loading a training workdir for inference goes through eva_jax.checkpoints).
 LAYERS: list[tuple[str, ...]] = [
-    ("eva_jax.config", "eva_jax.overrides"),
+    ("eva_jax.config", "eva_jax.overrides", "eva_jax.arrays"),
     ("configs",),
     ("pallas_kernels", "eva_jax.data"),
     ("eva_jax.parallel",),

@@ -8,7 +8,7 @@ import numpy as np
 from eva_jax.data.tokenizer import Tokenizer
 
 
-def document_tokens(text: str, tokenizer: Tokenizer, rng: np.random.Generator, fim_rate: float) -> list[int]:
+def document_tokens(text: str, tokenizer: Tokenizer, rng: np.random.Generator | None, fim_rate: float) -> list[int]:
     """BOS + the document (FIM-transformed with probability `fim_rate`, split at characters) + EOS."""
     if fim_rate > 0 and len(text) >= 3 and rng.random() < fim_rate:
         a, b = sorted(rng.integers(0, len(text) + 1, size=2).tolist())

@@ -241,7 +241,7 @@ class Engine:
             self.totals["row_steps"] += 1
             self._emit(r, tokens[i, : a + 1])
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, int | float]:
         t = self.totals
         out = {"free_pages": self.pages.free, "total_pages": self.pages.num_pages, "running": len(self.running),
                "waiting": len(self.waiting), "generated_tokens": t["tokens"], "main_steps": t["main_steps"]}

@@ -11,8 +11,9 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, Int
+
+from eva_jax.arrays import HostOrDevice
 
 # What a random draw is for; separate streams so speculative decoding never reuses a draw.
 SAMPLE, DRAFT, ACCEPT, RESIDUAL = 0, 1, 2, 3
@@ -41,8 +42,6 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
-# The engine fills these on the host (numpy) and the jitted steps receive them as device arrays.
-HostOrDevice = Array | np.ndarray
 
 
 @jax.tree_util.register_dataclass

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from eva_jax.arrays import HostOrDevice
 from eva_jax.config import ComputeConfig, ModelConfig
 from eva_jax.nn.block import Block, layer_stack
 from eva_jax.nn.kv_cache import Pool, Rows
@@ -30,7 +31,7 @@ Params = dict[str, Any]
 STACKS = ("dense_layers", "moe_layers")
 
 
-def mtp_segments(segment_ids: Int[Array, "B T"], k: int) -> Int[Array, "B Tk"]:
+def mtp_segments(segment_ids: Int[HostOrDevice, "B T"], k: int) -> Int[Array, "B Tk"]:
     """Segment ids of MTP depth k's slots. Slot i joins h^{k-1}_i (the chain from token i) with token i+k; when
     the two lie in different documents the slot belongs to neither, so it gets an id of its own (negative,
     never a document's) and nothing else attends to it: otherwise document A's hidden state would reach
@@ -69,8 +70,8 @@ class Transformer(nn.Module):
     def head(self, h: Float[Array, "... D"]) -> Float[Array, "... V"]:
         return jnp.einsum("...D,DV->...V", h, self.lm_head.astype(h.dtype), preferred_element_type=jnp.float32)
 
-    def __call__(self, tokens: Int[Array, "B T"], positions: Int[Array, "B T"] | None = None,
-                 segment_ids: Int[Array, "B T"] | None = None, with_mtp: bool = True,
+    def __call__(self, tokens: Int[HostOrDevice, "B T"], positions: Int[HostOrDevice, "B T"] | None = None,
+                 segment_ids: Int[HostOrDevice, "B T"] | None = None, with_mtp: bool = True,
                  cache: Pool | None = None, rows: Rows | None = None, prefill: bool = False) -> dict:
         """Returns {"logits": [B,T,V] f32, "hidden": post-norm [B,T,D], "moe": per-layer stats stacked on L,
         "mtp_logits": [ [B,T-k,V] for k=1..D ], "mtp_hidden": what each depth feeds the head, "mtp_moe": [stats
@@ -82,8 +83,13 @@ class Transformer(nn.Module):
         prompt from position 0 (training-form attention, latents stored) rather than new tokens against the
         cache (absorbed form). The output then also holds "cache", the updated list. The MTP modules run in
         generation through `mtp_step`, at slots of their own."""
+        tokens, positions, segment_ids = (None if a is None else jnp.asarray(a)
+                                          for a in (tokens, positions, segment_ids))
         b, t = tokens.shape
         if cache is not None:
+            if self.scan_layers:
+                raise ValueError("generation runs the per-layer form: build Transformer(cfg, compute, "
+                                 "scan_layers=False) and pass eva_jax.nn.model.unstack_layers(cfg, params)")
             return self._generate_forward(tokens, cache, rows, prefill)
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
@@ -126,9 +132,6 @@ class Transformer(nn.Module):
         return h, moe_stats
 
     def _generate_forward(self, tokens: Int[Array, "B T"], cache: Pool, rows: Rows, prefill: bool) -> dict:
-        if self.scan_layers:
-            raise ValueError("generation runs the per-layer form: build Transformer(cfg, compute, scan_layers=False) "
-                             "and pass eva_jax.nn.model.unstack_layers(cfg, params)")
         cos, sin = rope_tables(self.cfg, rows.positions)
         h = self.embed(tokens)
         cache = list(cache)

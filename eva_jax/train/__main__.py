@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override")
     parser.add_argument("--workdir", default=None, help="run directory (default workdirs/<config>)")
     parser.add_argument("--dry-run", action="store_true", help="compile the train step abstractly and report memory")
+    parser.add_argument("--devices", type=int, default=None, metavar="N",
+                        help="with --dry-run: simulated device count (default 256, or the most the config fits)")
     args = parser.parse_args(argv)
 
     # Re-running a command (resume, a second run of the same shape) reuses compiled programs.
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, **parse_sets(args.set))
         if args.dry_run:
-            print(dry_run(cfg))
+            print(dry_run(cfg, args.devices))
             return 0
         distributed.initialize()  # before anything touches a backend; a no-op on one host
         guard.ensure_fits(cfg)

@@ -11,6 +11,7 @@ has fewer devices than the mesh needs; figures are XLA:CPU's buffer assignment f
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -23,9 +24,9 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from eva_jax.api import abstract_params
-from eva_jax.config import Config
+from eva_jax.config import Config, ConfigError
 from eva_jax.counts import param_counts
-from eva_jax.parallel.mesh import batch_shards, describe_shape, make_mesh
+from eva_jax.parallel.mesh import BATCH_AXES, batch_shards, describe_shape, make_mesh, resolve_shape
 from eva_jax.parallel.sharding import batch_spec, check_batch
 from eva_jax.train.checkpoint import config_record
 from eva_jax.train.metrics import train_flops_per_token
@@ -37,8 +38,36 @@ DEFAULT_DEVICES = 256
 GB = 1e9
 
 
+def fits_devices(cfg: Config, devices: int) -> str | None:
+    """Why the config's mesh cannot be laid over `devices` devices (None when it can): the axis sizes must
+    multiply to it and the micro-batch must split over the data-parallel axes."""
+    try:
+        shape = resolve_shape(cfg.mesh, devices)
+    except ConfigError as err:
+        return str(err)
+    shards = math.prod(shape[a] for a in BATCH_AXES)
+    if cfg.train.micro_batch % shards:
+        return (f"train.micro_batch={cfg.train.micro_batch} sequences cannot split over the {shards} "
+                f"data-parallel devices of the mesh on {devices} devices")
+    return None
+
+
+def default_devices(cfg: Config) -> int:
+    """A pod slice of 256 chips, or the largest power of two below it the config's mesh and micro-batch fit
+    (a config sized for one host, such as v3_small, dry-runs on the devices its micro-batch splits over)."""
+    for devices in (2 ** k for k in range(int(math.log2(DEFAULT_DEVICES)), -1, -1)):
+        if fits_devices(cfg, devices) is None:
+            return devices
+    raise ConfigError(f"no device count up to {DEFAULT_DEVICES} fits mesh {cfg.mesh.shape} with "
+                      f"train.micro_batch={cfg.train.micro_batch}; pass --devices")
+
+
 def dry_run(cfg: Config, devices: int | None = None, hbm_gb: float = 95.0) -> str:
-    devices = devices or int(os.environ.get("EVA_DRY_RUN_DEVICES", DEFAULT_DEVICES))
+    """The report for `devices` simulated devices (default: $EVA_DRY_RUN_DEVICES, else `default_devices`)."""
+    devices = devices or int(os.environ.get("EVA_DRY_RUN_DEVICES", 0)) or default_devices(cfg)
+    problem = fits_devices(cfg, devices)
+    if problem:
+        raise ConfigError(f"dry run on {devices} devices: {problem}")
     if jax.device_count() >= devices:
         return _report(cfg, devices, hbm_gb)
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
@@ -111,7 +140,7 @@ def _report(cfg: Config, devices: int, hbm_gb: float) -> str:
         f"  peak estimate    {peak / scale:8.2f}  of {hbm_gb * GB / scale:.0f} {unit} -> "
         f"{'FITS' if peak <= hbm_gb * GB else 'DOES NOT FIT'}",
         f"FLOPs per device per micro-batch: {model_flops:.3e} model (6·activated + attention, "
-        f"{train_flops_per_token(cfg) / 1e9:.0f} GFLOP/token; with remat=full the step also recomputes the "
+        f"{train_flops_per_token(cfg) / 1e9:.3g} GFLOP/token; with remat=full the step also recomputes the "
         f"forward); XLA cost analysis: {flops:.3e} (counts each loop body once)",
         f"time: lower {lowered_s:.1f}s, compile {compile_s:.1f}s",
     ]

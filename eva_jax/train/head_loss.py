@@ -17,11 +17,13 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from eva_jax.arrays import HostOrDevice
+
 CHUNK_LOGITS = 1 << 22  # fp32 logits per chunk and device (16 MB): a chunk's softmax stays in a CPU's cache
 
 
-def head_cross_entropy(h: Float[Array, "B T D"], w: Float[Array, "D V"], targets: Int[Array, "B T"],
-                       mask: Float[Array, "B T"], batch_shards: int = 1) -> Float[Array, ""]:
+def head_cross_entropy(h: Float[Array, "B T D"], w: Float[Array, "D V"], targets: Int[HostOrDevice, "B T"],
+                       mask: Float[HostOrDevice, "B T"], batch_shards: int = 1) -> Float[Array, ""]:
     """Σ mask·(−log softmax(h·w)[target]) / max(Σ mask, 1); logits accumulate in fp32 from h's dtype.
 
     Chunks run along T and keep the whole batch axis, so a batch sharded over the mesh stays sharded and each

@@ -28,7 +28,7 @@ def target_mask(batch: dict, depth: int = 0) -> Float[Array, "B T"]:
     mask = batch["target_mask"][:, depth:]
     if "segment_ids" in batch:
         mask = mask & (batch["segment_ids"][:, : t - depth] == batch["target_segment_ids"][:, depth:])
-    return mask.astype(jnp.float32)
+    return jnp.asarray(mask, jnp.float32)
 
 
 def objective(params, batch: dict, mtp_lambda: Float[Array, ""], cfg: Config,

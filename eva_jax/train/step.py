@@ -70,7 +70,8 @@ def train_step(state: TrainState, batch: dict, mtp_lambda: jax.Array, gamma: jax
     grads = jax.tree_util.tree_map(lambda g: g / n_micro, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    params = update_router_bias(params, sums["expert_counts"], gamma)
+    if cfg.model.uses_routing_bias:  # V2's softmax gate has no bias to balance with
+        params = update_router_bias(params, sums["expert_counts"], gamma)
     metrics = {name: sums[name] / n_micro for name in ("loss", "mtp_loss", "balance_loss")}
     metrics["grad_norm"] = optax.tree.norm(grads)
     metrics["max_vio"] = {name: max_violation(load) for name, load in sums["expert_counts"].items()}

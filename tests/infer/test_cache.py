@@ -1,5 +1,6 @@
 """Latent cache: accounting, paged writes and reads, the page pool."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -27,8 +28,8 @@ def test_paged_write_then_read_in_position_order():
     rope = -np.arange(2 * 10 * 8, dtype=np.float32).reshape(2, 10, 8) - 1
     positions = np.broadcast_to(np.arange(10), (2, 10))
     valid = np.array([[True] * 10, [True] * 3 + [False] * 7])
-    pages = kv_cache.write(pool[1], latent, rope, positions, valid, table)
-    got_latent, got_rope = (np.asarray(a) for a in kv_cache.read(pages, table))
+    pages = kv_cache.write(pool[1], *map(jnp.asarray, (latent, rope, positions, valid, table)))
+    got_latent, got_rope = (np.asarray(a) for a in kv_cache.read(pages, jnp.asarray(table)))
     np.testing.assert_array_equal(got_latent[0, :10], latent[0])
     np.testing.assert_array_equal(got_rope[0, :10], rope[0])
     np.testing.assert_array_equal(got_latent[1, :3], latent[1, :3])

@@ -12,6 +12,7 @@ from eva_jax.nn.model import Transformer
 from eva_jax.overrides import apply_overrides
 
 T = 9
+V = eva_jax.load_config("v3_tiny").model.vocab_size
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_shapes_and_dtypes(mtp2):
     out = eva_jax.logits(cfg, params, toks)
     assert out.shape == (2, T, cfg.model.vocab_size) and out.dtype == jnp.float32
     mtp = eva_jax.mtp_logits(cfg, params, toks)
-    assert [m.shape for m in mtp] == [(2, T - 1, 256), (2, T - 2, 256)]
+    assert [m.shape for m in mtp] == [(2, T - 1, V), (2, T - 2, V)]
     assert all(m.dtype == jnp.float32 for m in mtp)
     assert all(np.isfinite(np.asarray(m)).all() for m in [out, *mtp])
 
@@ -38,7 +39,7 @@ def test_shapes_and_dtypes(mtp2):
 def test_bfloat16_compute_returns_float32_logits_close_to_float32(mtp2):
     cfg, params = mtp2
     bf16 = apply_overrides(cfg, {"compute.dtype": "bfloat16"})
-    toks = tokens(256)
+    toks = tokens(V)
     hi, lo = eva_jax.logits(cfg, params, toks), eva_jax.logits(bf16, params, toks)
     assert lo.dtype == jnp.float32
     assert np.abs(np.asarray(hi - lo)).max() < 0.05 * np.abs(np.asarray(hi)).max()
@@ -48,7 +49,7 @@ def test_bfloat16_compute_returns_float32_logits_close_to_float32(mtp2):
 def embedding_grads(mtp2):
     """grad of Σ output[:, position] w.r.t. every embedded input, for a traced (output, position): one compile."""
     cfg, params = mtp2
-    toks = jnp.asarray(tokens(256))
+    toks = jnp.asarray(tokens(V))
     model = Transformer(cfg.model, cfg.compute)
     _, zeros = model.apply({"params": params}, toks, mutable=["perturbations"])
 
@@ -86,7 +87,7 @@ def test_every_mtp_depth_is_causal(embedding_grads, depth):
 
 
 def test_jit_and_no_jit_agree(tiny_cfg, tiny_params):
-    toks = jnp.asarray(tokens(256, b=1, t=5))
+    toks = jnp.asarray(tokens(V, b=1, t=5))
     model = Transformer(tiny_cfg.model, tiny_cfg.compute)
     with jax.disable_jit():
         eager = model.apply({"params": tiny_params}, toks)["logits"]
@@ -95,14 +96,14 @@ def test_jit_and_no_jit_agree(tiny_cfg, tiny_params):
 
 
 def test_moe_layouts_give_the_same_model(tiny_cfg, tiny_params):
-    toks = tokens(256, seed=3)
+    toks = tokens(V, seed=3)
     outs = [eva_jax.logits(apply_overrides(tiny_cfg, {"compute.moe_impl": impl}), tiny_params, toks)
             for impl in ("ragged", "padded")]
     np.testing.assert_allclose(*outs, rtol=1e-5, atol=1e-5)
 
 
 def test_remat_policies_do_not_change_values_or_grads(tiny_cfg, tiny_params):
-    toks = jnp.asarray(tokens(256, b=1, t=6, seed=4))
+    toks = jnp.asarray(tokens(V, b=1, t=6, seed=4))
 
     def loss(params, policy):
         return eva_jax.logits(apply_overrides(tiny_cfg, {"compute.remat_policy": policy}), params, toks).std()
@@ -115,7 +116,7 @@ def test_remat_policies_do_not_change_values_or_grads(tiny_cfg, tiny_params):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (np.array([[1, 2, 256]]), "token id 256 is outside the vocabulary [0, 256)"),
+    (np.array([[1, 2, V]]), f"token id {V} is outside the vocabulary [0, {V})"),
     (np.array([[-1, 2]]), "token id -1 is outside the vocabulary"),
     (np.array([1, 2, 3]), "2-D [batch, time]"),
     (np.array([[0.5, 1.0]]), "integer ids"),

@@ -2,6 +2,7 @@
 the module picks each at the sizes it is meant for."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -17,7 +18,7 @@ def test_every_moe_layout_equals_the_grouped_one(tokens, layout):
     assert moe.choose_layout(tokens, k, e, "auto") == layout
     rng = np.random.default_rng(tokens)
     x = rng.standard_normal((tokens, d)).astype(np.float32)
-    routing = route(rng.standard_normal((tokens, e)).astype(np.float32), None, mc)
+    routing = route(jnp.asarray(rng.standard_normal((tokens, e)), jnp.float32), None, mc)
     ws = [0.1 * rng.standard_normal(s).astype(np.float32) for s in ((e, d, f), (e, d, f), (e, f, d))]
     run = jax.jit(moe.routed_experts, static_argnames=("impl", "layout"))
     ours = run(x, routing, *ws, impl="auto", layout=layout)

@@ -18,7 +18,7 @@ H, C, R, Z, MAX_PAGES = 3, 32, 8, 8, 6  # Z: page size; the cache holds up to 48
 def test_absorbed_reference_equals_naive_mla_per_sequence(check):
     """Reference §2.4: q_nope·k_nope = (q_nope·W_UK)·c, and o·W_UV recovers the per-head value output."""
     b, t, n, v = 2, 2, 5, 7
-    lengths = np.array([t + 3, 11])
+    lengths = jnp.array([t + 3, 11])
     latent, k_rope = check.normal(b, 11, C), check.normal(b, 11, R)
     w_uk, w_uv = check.normal(C, H, n, scale=0.3), check.normal(C, H, v, scale=0.3)
     q_nope, q_rope = check.normal(b, t, H, n), check.normal(b, t, H, R)
@@ -29,7 +29,7 @@ def test_absorbed_reference_equals_naive_mla_per_sequence(check):
         return jnp.einsum("BTHC,CHV->BTHV", mla_decode_ref(q_latent, q_rope, latent, k_rope, lengths, 0.2), w_uv)
 
     out = absorbed(q_nope, q_rope, latent, k_rope)
-    for i, s in enumerate(lengths):
+    for i, s in enumerate(map(int, lengths)):
         @jit
         def naive(q_nope, q_rope, latent, k_rope):
             k_nope = jnp.einsum("SC,CHN->SHN", latent, w_uk)[None]
