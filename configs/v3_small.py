@@ -1,5 +1,5 @@
-"""DeepSeek-V3's structure at ~80M parameters, trainable on a CPU: the benchmark shape
-(benchmarks/ read it from the workspace's bench_shape.json; docs/performance.md) plus one MTP module."""
+"""DeepSeek-V3's structure at ~80M parameters, trainable on a CPU: the benchmark shape (docs/performance.md)
+plus one MTP module."""
 
 from eva_jax.config import Config, ModelConfig, OptimConfig, TrainConfig
 

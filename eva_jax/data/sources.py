@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
+
+from eva_jax.data.jsonl import read_jsonl
 
 TEXT_SUFFIXES = (".py", ".txt", ".md", ".rst", ".c", ".h", ".cc", ".cpp", ".js", ".ts", ".go", ".rs", ".java",
                  ".json", ".toml", ".yaml", ".yml", ".sh", ".html", ".css", ".tex")
@@ -71,19 +72,8 @@ def _files(spec: str) -> list[str]:
 
 
 def _jsonl(path: Path, field: str) -> list[str]:
-    texts = []
-    with path.open(encoding="utf-8", errors="ignore") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number} is not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict) or field not in row:
-                raise DataError(f"{path}:{number} has no text field {field!r} (set data.text_field)")
-            texts.append(str(row[field]))
-    return texts
+    rows = read_jsonl(path, DataError, [field], " (set data.text_field)", errors="ignore")
+    return [str(row[field]) for row in rows]
 
 
 def _parquet(path: Path, field: str) -> list[str]:

@@ -11,12 +11,12 @@ Both sides are normalised by removing commas, "$" and a trailing period before t
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from pathlib import Path
 from typing import Any
 
+from eva_jax.data import jsonl
 from eva_jax.eval.context import EvalContext
 from eva_jax.eval.errors import EvalError
 from eva_jax.eval.generation import generate_until
@@ -54,19 +54,7 @@ def target(answer: str) -> str:
 
 
 def read_jsonl(path: Path) -> list[dict[str, str]]:
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise EvalError(f"{path}:{number} is not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict) or not {"question", "answer"} <= row.keys():
-                raise EvalError(f"{path}:{number} needs the fields 'question' and 'answer' (GSM8K's format)")
-            rows.append(row)
-    return rows
+    return jsonl.read_jsonl(path, EvalError, ("question", "answer"), " (GSM8K's format)")
 
 
 def load(spec: str | Path) -> tuple[list[dict[str, str]], list[dict[str, str]]]:

@@ -17,9 +17,7 @@ the default time limit is 10 s rather than 3 s, so a loaded machine does not fai
 from __future__ import annotations
 
 import contextlib
-import gzip
 import importlib.resources
-import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import numpy as np
 
 from eva_jax.api import model_config
 from eva_jax.config import Config
+from eva_jax.data import jsonl
 from eva_jax.data.tokenizer import Tokenizer
 from eva_jax.eval.context import EvalContext
 from eva_jax.eval.errors import EvalError
@@ -53,24 +52,7 @@ def problem_file() -> Path:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The objects of a JSONL file (gzipped when it ends in .gz); blank lines are skipped, a bad line is a
-    sentence with its number."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvalError(f"{path}: no such file")
-    rows = []
-    with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")) as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise EvalError(f"{path}:{number} is not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise EvalError(f"{path}:{number} is not a JSON object")
-            rows.append(row)
-    return rows
+    return jsonl.read_jsonl(path, EvalError)
 
 
 def load_problems(path: str | Path | None = None, limit: int | None = None) -> dict[str, dict[str, Any]]:

@@ -87,7 +87,7 @@ def test_bad_data_is_a_sentence(tmp_path):
     with pytest.raises(EvalError, match="no such file or directory"):
         gsm8k.load(tmp_path / "nope")
     (tmp_path / "test.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n{"question": "q"}\n')
-    with pytest.raises(EvalError, match="test.jsonl:2 needs the fields"):
+    with pytest.raises(EvalError, match="test.jsonl:2 needs the field 'answer'"):
         gsm8k.load(tmp_path)
     (tmp_path / "test.jsonl").write_text("{oops\n")
     with pytest.raises(EvalError, match="test.jsonl:1 is not valid JSON"):
