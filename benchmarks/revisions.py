@@ -35,8 +35,9 @@ cfg = eva_config("float32")
 params = eva_jax.init_params(cfg, seed=0)
 rng = np.random.default_rng(0)
 prompts = [[int(t) for t in rng.integers(2, cfg.model.vocab_size, 512)] for _ in range(32)]
-p1, d1, _ = eva_run(cfg.model, params, prompts[:1], 64)
-pb, db, _ = eva_run(cfg.model, params, prompts, 32)
+engine_cfg = cfg if hasattr(cfg, "compute") else cfg.model  # trees before the config split took a ModelConfig
+p1, d1, _ = eva_run(engine_cfg, params, prompts[:1], 64)
+pb, db, _ = eva_run(engine_cfg, params, prompts, 32)
 out.update(decode_ms=d1 * 1e3, batch_tokens_s=32 / db, prefill_tokens_s=512 / p1)
 print("RESULT " + json.dumps(out))
 """
