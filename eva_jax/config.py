@@ -229,6 +229,12 @@ def _fraction(name: str, value: float) -> None:
     _require(0.0 <= value <= 1.0, f"{name}={value} must be a fraction of the run's tokens in [0, 1]")
 
 
+def _non_negative(name: str, value: float, positive: bool = False) -> None:
+    """A finite rate or weight (nan and inf compare false, so they fail too)."""
+    ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
+    _require(ok, f"{name}={value} must be a finite number {'> 0' if positive else '>= 0'}")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where tokens come from and how documents become packed rows."""
@@ -279,6 +285,12 @@ class OptimConfig:
         for name, value in zip(("warmup_frac", "constant_until_frac", "decay_until_frac", "tail_until_frac"), fracs):
             _fraction(f"optim.{name}", value)
         _require(list(fracs) == sorted(fracs), f"optim phase ends must not decrease, got {fracs}")
+        for name in ("lr_peak", "eps", "clip_norm"):
+            _non_negative(f"optim.{name}", getattr(self, name), positive=True)
+        for name in ("lr_decayed", "lr_final", "weight_decay"):
+            _non_negative(f"optim.{name}", getattr(self, name))
+        for name in ("b1", "b2"):
+            _require(0.0 <= getattr(self, name) < 1.0, f"optim.{name}={getattr(self, name)} must be in [0, 1)")
         _check_choices("optim", self)
 
 
@@ -304,11 +316,14 @@ class TrainConfig:
     eval_every: int = 50
     eval_batches: int = 4
     peak_flops: float = 0.0  # per device, for MFU; 0 = look up the device kind
+    # Steps in a row whose loss, gradient norm or updated parameters are not finite (each is skipped, not
+    # applied) before the run stops: a spike may pass, a diverged run must not go on.
+    max_bad_steps: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "seq_len", "global_batch", "batch_start", "micro_batch", "checkpoint_every",
-                     "keep_checkpoints", "eval_every"):
+                     "keep_checkpoints", "eval_every", "max_bad_steps"):
             _require(getattr(self, name) > 0, f"train.{name}={getattr(self, name)} must be positive")
         for name in ("global_batch", "batch_start"):
             _require(getattr(self, name) % self.micro_batch == 0,
@@ -317,6 +332,8 @@ class TrainConfig:
                  f"train.batch_start={self.batch_start} exceeds train.global_batch={self.global_batch}")
         for name in ("batch_ramp_frac", "mtp_switch_frac", "bias_stop_frac"):
             _fraction(f"train.{name}", getattr(self, name))
+        for name in ("mtp_lambda", "mtp_lambda_late", "balance_alpha", "bias_gamma", "peak_flops"):
+            _non_negative(f"train.{name}", getattr(self, name))
 
 
 MESH_AXES = ("data", "fsdp", "expert", "tensor", "pipeline")
@@ -381,3 +398,6 @@ class Config:
 
     def __post_init__(self) -> None:
         self.compute.check_routing(self.model)
+        _require(self.train.seq_len <= self.model.max_position_embeddings,
+                 f"train.seq_len={self.train.seq_len} exceeds model.max_position_embeddings="
+                 f"{self.model.max_position_embeddings}: the model has no positions past that")

@@ -10,6 +10,7 @@ that is still training.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +28,46 @@ class NoCheckpoint(FileNotFoundError):
     """A workdir without a finished checkpoint (the serve/generate CLIs turn it into "train first")."""
 
 
-def newest_step(workdir: Path) -> tuple[ocp.CheckpointManager, int]:
-    """The read-only manager of workdir/checkpoints and its newest finalised step (half-written saves are
-    Orbax temporaries, which latest_step skips)."""
+class NonFinite(ValueError):
+    """A checkpoint whose parameters hold NaN or infinity: generating from it would emit garbage."""
+
+
+def completed_steps(workdir: Path) -> tuple[ocp.CheckpointManager, list[int]]:
+    """The read-only manager of workdir/checkpoints and its finalised steps, newest first (half-written saves
+    are Orbax temporaries, which it skips)."""
     root = workdir / "checkpoints"
-    step = None
+    steps: list[int] = []
     if root.is_dir():
         options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
         manager = ocp.CheckpointManager(root.resolve(), options=options)
-        step = manager.latest_step()
-    if step is None:
+        steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
         raise NoCheckpoint(f"{workdir} holds no completed checkpoint yet (nothing finished in {root}/). Train "
                            f"first: `python -m eva_jax.train --config=NAME --workdir={workdir}` saves one every "
                            f"train.checkpoint_every steps and at the end of the run.")
-    return manager, step
+    return manager, steps
+
+
+def damage(err: BaseException) -> str:
+    """One line for what made a checkpoint unreadable (Orbax and TensorStore errors run to many lines)."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
+
+
+def _check_complete(step_dir: Path) -> None:
+    """The items a training checkpoint always has, so a step missing one is not served as if it were whole
+    (a partial restore of the parameters alone would not notice a lost _METADATA or data state)."""
+    for part in ("state/_METADATA", "data", "meta"):
+        if not (step_dir / part).exists():
+            raise FileNotFoundError(f"{step_dir / part} is missing")
+
+
+def check_finite(params: Any, where: str) -> None:
+    bad = [jax.tree_util.keystr(path) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+           if jax.numpy.issubdtype(leaf.dtype, jax.numpy.inexact) and not bool(jax.numpy.isfinite(leaf).all())]
+    if bad:
+        raise NonFinite(f"{where}: {len(bad)} parameter arrays hold NaN or infinity (first: {bad[0]}); the run "
+                        f"that saved it had diverged. Load an earlier step or retrain with a lower learning rate.")
 
 
 def _json_items(manager: ocp.CheckpointManager, step: int, names: list[str]) -> dict[str, Any]:
@@ -77,12 +104,26 @@ def restore_params(manager: ocp.CheckpointManager, step: int, cfg: Config) -> An
 
 
 def load(workdir: str | Path) -> tuple[Config, Any, Tokenizer | None]:
-    """(Config, params, tokenizer or None) of the newest complete checkpoint in a training workdir."""
+    """(Config, params, tokenizer or None) of the newest readable checkpoint in a training workdir. A damaged
+    newest step is passed over with one warning line naming it; a checkpoint with non-finite parameters is
+    refused (NonFinite) rather than served."""
     workdir = Path(workdir)
-    manager, step = newest_step(workdir)
+    manager, steps = completed_steps(workdir)
+    problems = []
     try:
-        items = _json_items(manager, step, ["config", "tokenizer"])
-        cfg = _config(items, workdir)
-        return cfg, restore_params(manager, step, cfg), _tokenizer(items, workdir)
+        for step in steps:
+            try:
+                _check_complete(Path(manager.directory) / str(step))
+                items = _json_items(manager, step, ["config", "tokenizer", "data", "meta"])
+                cfg = _config(items, workdir)
+                params, tokenizer = restore_params(manager, step, cfg), _tokenizer(items, workdir)
+            except Exception as err:  # noqa: BLE001 - any damage to one step: try the one before it
+                problems.append(f"step {step} ({damage(err)})")
+                print(f"warning: {workdir}: checkpoint step {step} is unreadable ({damage(err)}); trying the "
+                      f"previous one", file=sys.stderr, flush=True)
+                continue
+            check_finite(params, f"{workdir} checkpoint step {step}")
+            return cfg, params, tokenizer
     finally:
         manager.close()
+    raise NoCheckpoint(f"{workdir}: no checkpoint is readable: {'; '.join(problems)}")

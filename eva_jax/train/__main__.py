@@ -19,8 +19,11 @@ from eva_jax.data.tokenizer import TokenizerError
 from eva_jax.overrides import parse_sets
 from eva_jax.parallel import distributed
 from eva_jax.train import guard
+from eva_jax.train.checkpoint import NoReadableCheckpoint
+from eva_jax.train.divergence import Diverged
 from eva_jax.train.dry_run import dry_run
 from eva_jax.train.loop import run
+from eva_jax.train.preemption import Preempted
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,11 +48,17 @@ def main(argv: list[str] | None = None) -> int:
         distributed.initialize()  # before anything touches a backend; a no-op on one host
         guard.ensure_fits(cfg)
         result = run(cfg, args.workdir)
-    except (ConfigError, DataError, TokenizerError, guard.TooLarge) as err:
+    except (ConfigError, DataError, TokenizerError, guard.TooLarge, NoReadableCheckpoint) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Diverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except Preempted as err:
+        print(err, file=sys.stderr)
+        return 128 + err.signum  # what a shell reports for a process the signal ended
     except KeyboardInterrupt:
-        # The loop's `finally` has already waited for any save in flight; resuming is re-running the command.
+        # A second Ctrl-C: the loop's `finally` has waited for any save in flight.
         print("\ninterrupted: completed checkpoints are kept; run the same command again to resume",
               file=sys.stderr)
         return 130

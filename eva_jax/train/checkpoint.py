@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from eva_jax.checkpoints.workdir import damage
 from eva_jax.config import Config
 from eva_jax.data.tokenizer import Tokenizer
+from eva_jax.parallel import distributed
 
 
 def tokenizer_record(tokenizer: Tokenizer) -> dict:
@@ -29,10 +33,23 @@ def config_record(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
+DAMAGED = "damaged_checkpoints"
+
+
+class NoReadableCheckpoint(RuntimeError):
+    """Every checkpoint of a workdir is damaged."""
+
+
+def _finite(state: Any) -> bool:
+    return all(bool(jnp.isfinite(x).all()) for x in jax.tree_util.tree_leaves(state)
+               if jnp.issubdtype(x.dtype, jnp.inexact))
+
+
 class RunCheckpoints:
     def __init__(self, directory: Path, keep: int) -> None:
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True)
-        self.manager = ocp.CheckpointManager(directory.resolve(), options=options)
+        self.directory = directory.resolve()
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -55,6 +72,42 @@ class RunCheckpoints:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
         return restored["state"], restored["data"], restored["meta"]
+
+    def restore_newest(self, abstract_state: Any) -> tuple[int, Any, dict, dict] | None:
+        """(step, state, data state, meta) of the newest checkpoint every process can read and whose state is
+        finite; None when there is none. A damaged step gets one warning line and is moved to
+        `<workdir>/damaged_checkpoints/` (kept for a post-mortem, out of the way of the steps the resumed run
+        saves again). Only when steps exist but none is readable does it stop (NoReadableCheckpoint)."""
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        problems = []
+        for step in steps:
+            try:
+                state, data, meta = self.restore(step, abstract_state)
+                problem = None if _finite(state) else "its parameters or optimizer state are not finite"
+            except Exception as err:  # noqa: BLE001 - any damage to one step: fall back to the one before
+                problem = damage(err)
+            problems_everywhere = [p for p in distributed.allgather_json(problem) if p]
+            if not problems_everywhere:
+                return step, state, data, meta
+            problems.append(f"step {step}: {problems_everywhere[0]}")
+            print(f"warning: checkpoint step {step} in {self.directory} is unreadable ({problems_everywhere[0]}); "
+                  f"moved to {self.directory.parent / DAMAGED}/ and falling back to the previous one", flush=True)
+            self._set_aside(step)
+        if problems:
+            raise NoReadableCheckpoint(f"no checkpoint in {self.directory} is readable ({'; '.join(problems)}); "
+                                       f"they are kept in {self.directory.parent / DAMAGED}/. Start over in a new "
+                                       f"--workdir.")
+        return None
+
+    def _set_aside(self, step: int) -> None:
+        if jax.process_index() == 0:
+            target = self.directory.parent / DAMAGED / str(step)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.move(str(self.directory / str(step)), str(target))
+        distributed.barrier(f"set-aside-{step}")
+        self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

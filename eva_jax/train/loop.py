@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -24,8 +25,10 @@ from eva_jax.parallel.mesh import make_mesh
 from eva_jax.parallel.sharding import check_batch, shard_batch, shard_rows, train_devices
 from eva_jax.train import schedules
 from eva_jax.train.checkpoint import RunCheckpoints, config_record
+from eva_jax.train.divergence import BadSteps
 from eva_jax.train.metrics import MetricsLog, peak_flops, train_flops_per_token
 from eva_jax.train.optim import make_optimizer
+from eva_jax.train.preemption import Preempted, stop_requests
 from eva_jax.train.state_sharding import init_sharded_state
 from eva_jax.train.step import TrainState, heldout_loss, make_train_step
 
@@ -118,6 +121,18 @@ def _set_data_state(iterator, saved: dict) -> None:
     iterator.set_state(saved)
 
 
+def _record(cfg: Config, plan, step: int, metrics: dict, seconds: float, elapsed: float, flops_per_token: float,
+            peak: float) -> dict:
+    """The metrics line of one step (metrics.jsonl, TensorBoard, the progress line)."""
+    tokens = int(plan.batch[step]) * cfg.train.seq_len
+    return {"step": step + 1, "loss": float(metrics["loss"]), "mtp_loss": float(metrics["mtp_loss"]),
+            "balance_loss": float(metrics["balance_loss"]), "grad_norm": float(metrics["grad_norm"]),
+            "applied": bool(metrics["applied"]), "lr": float(plan.lr[step]), "batch": int(plan.batch[step]),
+            "tokens": int(plan.tokens_before[step]) + tokens, "tokens_per_s": tokens / seconds,
+            "mfu": flops_per_token * tokens / seconds / peak if peak else 0.0, "elapsed_s": elapsed,
+            "max_vio": [float(v) for vs in metrics["max_vio"].values() for v in np.atleast_1d(vs)]}
+
+
 def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
     """Trains `cfg` in `workdir` (default workdirs/<config name>), resuming if it holds a checkpoint.
 
@@ -136,40 +151,52 @@ def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
     state = init_sharded_state(cfg, tx, mesh, cfg.train.seed)
     checkpoints = RunCheckpoints(workdir / "checkpoints", cfg.train.keep_checkpoints)
     iterator = iter(train_data)
-    start = checkpoints.latest_step() or 0
-    if start:
-        state, data_state, _ = checkpoints.restore(start, state)
+    newest = checkpoints.restore_newest(state)
+    start = 0
+    if newest:
+        start, state, data_state, _ = newest
         _set_data_state(iterator, data_state)
         print(f"resuming {workdir} from step {start}", flush=True)
     step_fn = make_train_step(cfg, tx, mesh)
     eval_batches = [shard_rows(b, mesh) for b in _heldout_batches(heldout, cfg.train.eval_batches, isolate)]
     log = MetricsLog(workdir, start, cfg.train.steps) if jax.process_index() == 0 else _NoLog()
+    if cfg.train.eval_batches and not eval_batches:
+        print(f"warning: the held-out split holds less than one micro-batch ({micro} rows of "
+              f"{cfg.train.seq_len + 1} tokens); no held-out loss is computed (raise data.heldout_fraction)",
+              flush=True)
     flops_per_token, peak = train_flops_per_token(cfg), peak_flops(cfg)
     history: list[dict] = []
+    bad_steps, last_saved = BadSteps(cfg), start or None
+
+    def save(done: int, tokens: int) -> int:
+        checkpoints.save(done, state, _data_state(iterator), {"step": done, "tokens": tokens}, tokenizer, cfg)
+        return done
+
     try:
-        for step in range(start, cfg.train.steps):
-            batch = shard_batch(_next_batch(iterator, int(plan.batch[step]) // micro, isolate), mesh)
-            began = time.perf_counter()
-            state, metrics = step_fn(state, batch, plan.mtp_lambda[step], plan.gamma[step])
-            metrics = jax.device_get(metrics)
-            seconds = time.perf_counter() - began
-            tokens = int(plan.batch[step]) * cfg.train.seq_len
-            record = {"step": step + 1, "loss": float(metrics["loss"]), "mtp_loss": float(metrics["mtp_loss"]),
-                      "balance_loss": float(metrics["balance_loss"]), "grad_norm": float(metrics["grad_norm"]),
-                      "lr": float(plan.lr[step]), "batch": int(plan.batch[step]),
-                      "tokens": int(plan.tokens_before[step]) + tokens, "tokens_per_s": tokens / seconds,
-                      "mfu": flops_per_token * tokens / seconds / peak if peak else 0.0,
-                      "elapsed_s": time.perf_counter() - run_began,
-                      "max_vio": [float(v) for vs in metrics["max_vio"].values() for v in np.atleast_1d(vs)]}
-            done = step + 1
-            if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
-                losses = [float(heldout_loss(state.params, b, cfg)) for b in eval_batches]
-                record["heldout_loss"] = float(np.mean(losses)) if losses else float("nan")
-            log.write(record)
-            history.append(record)
-            if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps:
-                meta = {"step": done, "tokens": record["tokens"]}
-                checkpoints.save(done, state, _data_state(iterator), meta, tokenizer, cfg)
+        with stop_requests() as stops:
+            for step in range(start, cfg.train.steps):
+                batch = shard_batch(_next_batch(iterator, int(plan.batch[step]) // micro, isolate), mesh)
+                began = time.perf_counter()
+                state, metrics = step_fn(state, batch, plan.mtp_lambda[step], plan.gamma[step])
+                record = _record(cfg, plan, step, jax.device_get(metrics), time.perf_counter() - began,
+                                 time.perf_counter() - run_began, flops_per_token, peak)
+                done = step + 1
+                if eval_batches and (done % cfg.train.eval_every == 0 or done == cfg.train.steps):
+                    record["heldout_loss"] = float(np.mean([heldout_loss(state.params, b, cfg) for b in eval_batches]))
+                log.write(record)
+                history.append(record)
+                warning = bad_steps.observe(record, last_saved)  # raises Diverged after train.max_bad_steps
+                if warning:
+                    print(f"warning: {warning}", flush=True)
+                if done % cfg.train.checkpoint_every == 0 or done == cfg.train.steps:
+                    last_saved = save(done, record["tokens"])
+                signum = stops.agreed(done, checkpoints.manager)
+                if signum is not None:
+                    if last_saved != done:
+                        last_saved = save(done, record["tokens"])
+                    checkpoints.wait()
+                    raise Preempted(f"stopped by {signal.Signals(signum).name} after step {done}; its checkpoint "
+                                    f"is saved in {workdir}: run the same command again to resume", signum)
     finally:
         log.close()
         checkpoints.close()

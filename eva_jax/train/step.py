@@ -39,6 +39,12 @@ def update_router_bias(params: Params, counts: dict[str, jax.Array], gamma: jax.
     return params
 
 
+def all_finite(tree: Any) -> jax.Array:
+    """True when every floating-point leaf of `tree` holds only finite values."""
+    leaves = [jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
 def max_violation(load: jax.Array) -> jax.Array:
     """MaxVio = (max load − mean load) / mean load, per layer."""
     load = load.astype(jnp.float32)
@@ -75,6 +81,12 @@ def train_step(state: TrainState, batch: dict, mtp_lambda: jax.Array, gamma: jax
     metrics = {name: sums[name] / n_micro for name in ("loss", "mtp_loss", "balance_loss")}
     metrics["grad_norm"] = optax.tree.norm(grads)
     metrics["max_vio"] = {name: max_violation(load) for name, load in sums["expert_counts"].items()}
+    # A step whose loss, gradient or result is not finite is not applied: the state stays the last finite
+    # one (so it is never saved non-finite) and the loop counts the skips (train.max_bad_steps).
+    applied = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"]) & all_finite(params)
+    metrics["applied"] = applied
+    params, opt_state = jax.tree_util.tree_map(lambda new, old: jnp.where(applied, new, old),
+                                               (params, opt_state), (state.params, state.opt_state))
     return TrainState(state.step + 1, params, opt_state), metrics
 
 
