@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from eva_jax.checkpoints.workdir import damage
 from eva_jax.config import Config
 from eva_jax.data.tokenizer import Tokenizer
 from eva_jax.parallel import distributed
+from eva_jax.train.step import all_finite
 
 
 def tokenizer_record(tokenizer: Tokenizer) -> dict:
@@ -38,11 +38,6 @@ DAMAGED = "damaged_checkpoints"
 
 class NoReadableCheckpoint(RuntimeError):
     """Every checkpoint of a workdir is damaged."""
-
-
-def _finite(state: Any) -> bool:
-    return all(bool(jnp.isfinite(x).all()) for x in jax.tree_util.tree_leaves(state)
-               if jnp.issubdtype(x.dtype, jnp.inexact))
 
 
 class RunCheckpoints:
@@ -83,7 +78,7 @@ class RunCheckpoints:
         for step in steps:
             try:
                 state, data, meta = self.restore(step, abstract_state)
-                problem = None if _finite(state) else "its parameters or optimizer state are not finite"
+                problem = None if bool(all_finite(state)) else "its parameters or optimizer state are not finite"
             except Exception as err:  # noqa: BLE001 - any damage to one step: fall back to the one before
                 problem = damage(err)
             problems_everywhere = [p for p in distributed.allgather_json(problem) if p]
