@@ -29,13 +29,14 @@ from eva_jax.train.divergence import BadSteps
 from eva_jax.train.metrics import MetricsLog, peak_flops, train_flops_per_token
 from eva_jax.train.optim import make_optimizer
 from eva_jax.train.preemption import Preempted, stop_requests
+from eva_jax.train.run_dir import check_workdir
 from eva_jax.train.state_sharding import init_sharded_state
 from eva_jax.train.step import TrainState, heldout_loss, make_train_step
 
 
 @dataclasses.dataclass
 class RunResult:
-    state: TrainState
+    state: TrainState | None  # None only for a finished run in a read-only workdir (nothing was loaded)
     history: list[dict]
     workdir: Path
 
@@ -72,13 +73,15 @@ def _next_batch(iterator, micro_batches: int, isolate: bool) -> dict:
 
 
 def _heldout_batches(heldout, count: int, isolate: bool) -> list[dict]:
+    """Up to `count` held-out batches, as many on every process: each reads its own shard of the split, and
+    evaluating is a collective, so a process with fewer batches would leave the others waiting forever."""
     iterator, out = iter(heldout), []
     for _ in range(count):
         try:
             out.append(model_inputs(next(iterator), isolate))
         except StopIteration:
             break
-    return out
+    return out[: min(distributed.allgather_json(len(out)))]
 
 
 class _NoLog:
@@ -141,6 +144,8 @@ def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
     run_began = time.perf_counter()  # "elapsed_s" counts set-up (tokenizer, data, compile) too
     distributed.initialize()
     workdir = Path(workdir) if workdir is not None else default_workdir(cfg)
+    if not check_workdir(workdir, cfg.train.steps):  # read-only, and the run is finished
+        return RunResult(None, [], workdir)
     _check_same_run(cfg, workdir)
     tokenizer, train_data, heldout = _open_data_per_process(cfg, workdir)
     plan = schedules.plan(cfg)
