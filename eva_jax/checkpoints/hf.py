@@ -21,7 +21,7 @@ import numpy as np
 from eva_jax.api import Params, abstract_params, model_config
 from eva_jax.checkpoints import hf_names
 from eva_jax.checkpoints.hf_config import model_config_from_hf, model_config_to_hf
-from eva_jax.checkpoints.safetensors_io import CheckpointError, CheckpointReader, ShardedWriter
+from eva_jax.checkpoints.safetensors_io import CheckpointError, CheckpointReader, ShardedWriter, read_json
 from eva_jax.config import ComputeConfig, Config, ModelConfig
 from pallas_kernels.quant import dequantize_blocks, quantize_blocks
 
@@ -121,7 +121,7 @@ def from_hf(path: str | Path, dtype: Any = "float32") -> tuple[Config, Params]:
     config_path = directory / "config.json"
     if not config_path.exists():
         raise CheckpointError(f"{directory} has no config.json; expected a Hugging Face checkpoint directory")
-    hf_config = json.loads(config_path.read_text())
+    hf_config = read_json(config_path)
     mc = model_config_from_hf(hf_config)
     reader = CheckpointReader(directory)
     mtp = _mtp_present(mc, reader)

@@ -27,6 +27,20 @@ class CheckpointError(ValueError):
     """A checkpoint directory or file that cannot be read as expected."""
 
 
+def read_json(path: Path) -> dict:
+    """A JSON file's object, or a CheckpointError naming the file and where its text stops being JSON."""
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON: {err.msg} at line {err.lineno}, "
+                              f"column {err.colno}") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is not valid JSON: it is not UTF-8 text") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} is not valid JSON: expected an object, found {type(value).__name__}")
+    return value
+
+
 class SafetensorsFile:
     """One .safetensors file: its header, and tensors as read-only memory-mapped numpy arrays."""
 
@@ -44,7 +58,20 @@ class SafetensorsFile:
         header.pop("__metadata__", None)
         self.header: dict[str, dict] = header
         self.data_start = 8 + size
+        self._check_length()
         self._map = np.memmap(path, dtype=np.uint8, mode="r")
+
+    def _check_length(self) -> None:
+        """A copy cut short (an interrupted download or transfer) is named here, not as a bad tensor later."""
+        try:
+            needed = max((info["data_offsets"][1] for info in self.header.values()), default=0)
+        except (KeyError, TypeError, IndexError):
+            raise CheckpointError(f"{self.path} has a malformed safetensors header (a tensor without "
+                                  f"data_offsets)") from None
+        have = self.path.stat().st_size - self.data_start
+        if have < needed:
+            raise CheckpointError(f"{self.path} is truncated: its header describes {needed:,} bytes of tensor "
+                                  f"data, the file holds {max(have, 0):,}; copy or download it again")
 
     def keys(self) -> list[str]:
         return list(self.header)
@@ -64,7 +91,13 @@ class CheckpointReader:
     def __init__(self, directory: Path) -> None:
         index = directory / INDEX_NAME
         if index.exists():
-            weight_map = json.loads(index.read_text())["weight_map"]
+            weight_map = read_json(index).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise CheckpointError(f"{index} has no weight_map object")
+            missing = sorted({f for f in weight_map.values() if not (directory / f).is_file()})
+            if missing:
+                raise CheckpointError(f"{index} lists {len(missing)} file(s) that are not in {directory}, "
+                                      f"e.g. {missing[0]}")
             files = {f: SafetensorsFile(directory / f) for f in sorted(set(weight_map.values()))}
             self.location = {name: files[f] for name, f in weight_map.items()}
         else:

@@ -11,6 +11,7 @@ import tokenizers
 
 from eva_jax.checkpoints import workdir as workdir_reader
 from eva_jax.checkpoints.hf import from_hf
+from eva_jax.checkpoints.safetensors_io import read_json
 from eva_jax.config import Config
 from eva_jax.data.tokenizer import (
     META_FILE,
@@ -36,7 +37,7 @@ def find_tokenizer(directory: Path, vocab_size: int) -> Tokenizer | None:
         return Tokenizer.load(directory)
     if (directory / TOKENIZER_FILE).exists():
         config = directory / "tokenizer_config.json"
-        template = json.loads(config.read_text()).get("chat_template") if config.exists() else None
+        template = read_json(config).get("chat_template") if config.exists() else None
         try:
             return Tokenizer(tokenizers.Tokenizer.from_file(str(directory / TOKENIZER_FILE)),
                              template or deepseek_v3_chat_template(), directory.name)
