@@ -12,6 +12,8 @@ from pathlib import Path
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from eva_jax.data.chat import ChatEncoder
+
 BOS, EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
 FIM_HOLE, FIM_BEGIN, FIM_END = "<｜fim▁hole｜>", "<｜fim▁begin｜>", "<｜fim▁end｜>"
 USER, ASSISTANT = "<｜User｜>", "<｜Assistant｜>"
@@ -47,6 +49,7 @@ class Tokenizer:
         self.bos_id, self.eos_id = ids[BOS], ids[EOS]
         self.fim_hole_id, self.fim_begin_id, self.fim_end_id = ids[FIM_HOLE], ids[FIM_BEGIN], ids[FIM_END]
         self.user_id, self.assistant_id = ids[USER], ids[ASSISTANT]
+        self._chat: ChatEncoder | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -72,8 +75,10 @@ class Tokenizer:
                                                           add_generation_prompt=add_generation_prompt)
 
     def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
-        # The rendered text starts with the BOS token itself.
-        return self.encode(self.render_chat(messages, add_generation_prompt), bos=False)
+        """The chat's ids (starting with the template's BOS); message text never becomes a control token."""
+        if self._chat is None:  # built on first use: a second copy of the vocabulary, without added tokens
+            self._chat = ChatEncoder(self.backend)
+        return self._chat.encode(messages, lambda ms: self.render_chat(ms, add_generation_prompt))
 
     def save(self, directory: str | Path) -> Path:
         out = Path(directory)
