@@ -13,7 +13,7 @@ import uvicorn
 
 from eva_jax.infer.batching import EngineConfig
 from eva_jax.infer.loading import CheckpointNotFound, default_checkpoint, load_checkpoint
-from eva_jax.serve.app import create_app
+from eva_jax.serve.app import MAX_REQUEST_BYTES, create_app
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seq-len", type=int, default=None, help="context served (default: the model's)")
     parser.add_argument("--num-pages", type=int, default=None, help="latent-cache pages of 16 tokens")
     parser.add_argument("--speculative", action="store_true", help="draft with the MTP modules")
+    parser.add_argument("--max-request-bytes", type=int, default=MAX_REQUEST_BYTES,
+                        help="larger request bodies are refused with HTTP 413 (default %(default)s)")
+    parser.add_argument("--warmup", action="store_true",
+                        help="compile the prefill and decode steps before accepting requests")
     args = parser.parse_args(argv)
 
     try:
@@ -40,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     engine = EngineConfig(max_batch=args.max_batch, max_seq_len=args.max_seq_len, num_pages=args.num_pages,
                           speculative=args.speculative)
-    app = create_app(cfg, params, tokenizer, args.model_name or cfg.name, engine)
+    if args.max_request_bytes < 1:
+        parser.error(f"--max-request-bytes={args.max_request_bytes} must be positive")
+    app = create_app(cfg, params, tokenizer, args.model_name or cfg.name, engine, args.max_request_bytes,
+                     args.warmup)
     del params  # the engine keeps its own per-layer copy; the stacked one would double the memory
     uvicorn.run(app, host=args.host, port=args.port)
     return 0

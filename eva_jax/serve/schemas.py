@@ -8,15 +8,29 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from eva_jax.infer.sampling import MAX_TEMPERATURE
 
 MAX_LOGPROBS = 20  # OpenAI allows 5; vLLM-style clients may ask for more
 PROMPT_FORMS = "a string, a list of strings, a list of token ids or a list of token-id lists"
+
+
+def _unicode(text: str) -> str:
+    """JSON's \\uD800 escapes can carry lone surrogates, which are not Unicode text: refused by name."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = text[err.start]
+        raise PydanticCustomError("invalid_unicode", f"the text is not valid Unicode: a lone surrogate "
+                                  f"\\u{ord(bad):04x} at character {err.start}") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
 
 
 class SamplingFields(BaseModel):
@@ -28,6 +42,13 @@ class SamplingFields(BaseModel):
     stream: bool = False
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=1, description="one choice per request")
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_text(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for text in [value] if isinstance(value, str) else value or []:
+            _unicode(text)
+        return value
 
 
 class CompletionRequest(SamplingFields):
@@ -46,10 +67,10 @@ class CompletionRequest(SamplingFields):
             return isinstance(x, list) and all(type(t) is int for t in x)
 
         if isinstance(value, str):
-            return [value]
+            return [_unicode(value)]
         if isinstance(value, list) and value:
             if all(isinstance(p, str) for p in value):
-                return list(value)
+                return [_unicode(p) for p in value]
             if ids(value):
                 return [value]
             if all(ids(p) for p in value):
@@ -62,15 +83,38 @@ class CompletionRequest(SamplingFields):
         raise PydanticCustomError("prompt_type", f"the prompt must be {PROMPT_FORMS}")
 
 
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: Text
+
+
 class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str
+    # `developer` is what current OpenAI clients send for system instructions; the template knows `system`.
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Text | list[TextPart] | None = None  # None: an assistant turn that said nothing
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_only(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            kinds = sorted({p.get("type") for p in value if isinstance(p, dict)} - {"text"}, key=str)
+            if kinds:
+                raise PydanticCustomError("content_part", f"content parts of type {kinds} are not supported; "
+                                          f"this model reads text parts only")
+        return value
+
+    def for_template(self) -> dict[str, str]:
+        content = self.content if not isinstance(self.content, list) else "\n".join(p.text for p in self.content)
+        return {"role": "system" if self.role == "developer" else self.role, "content": content or ""}
 
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+
+    def template_messages(self) -> list[dict[str, str]]:
+        return [m.for_template() for m in self.messages]
 
 
 class APIError(Exception):
