@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from eva_jax.parallel.launch import launch
-from tests.train.test_preemption import wait_for_step
 from tests.train.test_resume import (
     ROOT,
     corpus,  # noqa: F401 - the fixture
     env,
     finalized,
     losses,
+    wait_for_step,
 )
 
 STEPS = 5

@@ -1,6 +1,8 @@
 """Exact resume: a run killed with SIGKILL (between saves, and right as a save starts) and restarted produces
 the same per-step losses as an uninterrupted run, restarts from its last complete checkpoint, and never picks
-up a half-written one."""
+up a half-written one. Preemption loses nothing: Ctrl-C (SIGINT) at a step with no save due finishes the step,
+saves it, exits 130 with a sentence, and the re-run resumes from it with the same losses (SIGTERM, on two
+processes: test_preemption_multiprocess.py). One uninterrupted reference run serves both."""
 
 import json
 import os
@@ -75,13 +77,31 @@ def losses(workdir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in records}
 
 
-@pytest.mark.slow  # three training processes (~2 min)
-def test_killed_and_resumed_run_matches_uninterrupted(corpus, tmp_path):
-    cache = tmp_path / "xla_cache"
-    reference = tmp_path / "reference"
-    run(command(corpus, reference), cache)
-    expected = losses(reference)
+def wait_for_step(workdir: Path, step: int, procs: list, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if max(losses(workdir), default=0) >= step:
+            return
+        if any(p.poll() is not None for p in procs):
+            raise AssertionError("the run ended before the signal: " + procs[0].communicate()[0])
+        time.sleep(0.01)
+    raise AssertionError(f"step {step} not reached in {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory):
+    """(compilation cache, per-step losses) of the uninterrupted run."""
+    cache = tmp_path_factory.mktemp("xla_cache")
+    workdir = tmp_path_factory.mktemp("reference")
+    run(command(corpus, workdir), cache)
+    expected = losses(workdir)
     assert sorted(expected) == list(range(1, STEPS + 1))
+    return cache, expected
+
+
+@pytest.mark.slow  # two training processes after the reference
+def test_killed_and_resumed_run_matches_uninterrupted(corpus, reference, tmp_path):
+    cache, expected = reference
 
     killed = tmp_path / "killed"
     # Kill while the save of step 4 or later is being written (a temporary directory exists).
@@ -100,3 +120,21 @@ def test_killed_and_resumed_run_matches_uninterrupted(corpus, tmp_path):
     got = losses(killed)
     assert sorted(got) == list(range(1, STEPS + 1))  # one line per step: the replayed steps were rewritten
     assert got == expected  # bit-identical per-step losses
+
+
+@pytest.mark.slow  # two training processes after the reference
+def test_ctrl_c_saves_the_last_step_and_the_rerun_resumes_exactly(corpus, reference, tmp_path):
+    cache, expected = reference
+    stopped, no_save_due = tmp_path / "stopped", "--set=train.checkpoint_every=100"
+    proc = subprocess.Popen([*command(corpus, stopped), no_save_due], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env(cache))
+    wait_for_step(stopped, 3, [proc])
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, out
+    last = max(losses(stopped))
+    assert f"stopped by SIGINT after step {last}; its checkpoint is saved" in out
+    assert finalized(stopped) == [last] and 3 <= last < STEPS
+    out, _ = run([*command(corpus, stopped), no_save_due], cache)
+    assert f"from step {last}" in out
+    assert losses(stopped) == expected
