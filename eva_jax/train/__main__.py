@@ -7,23 +7,16 @@ in the same workdir resumes exactly where it stopped.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-import jax
-
 from eva_jax.api import load_config
-from eva_jax.config import ConfigError
-from eva_jax.data.sources import DataError
-from eva_jax.data.tokenizer import TokenizerError
+from eva_jax.config import Config
 from eva_jax.overrides import parse_sets
 from eva_jax.parallel import distributed
 from eva_jax.train import guard
-from eva_jax.train.checkpoint import NoReadableCheckpoint
-from eva_jax.train.divergence import Diverged
 from eva_jax.train.dry_run import dry_run
-from eva_jax.train.loop import run
-from eva_jax.train.preemption import Preempted
+from eva_jax.train.loop import RunResult, run
+from eva_jax.train.outcome import USER_ERRORS, finish, use_compile_cache
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,38 +29,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --dry-run: simulated device count (default 256, or the most the config fits)")
     args = parser.parse_args(argv)
 
-    # Re-running a command (resume, a second run of the same shape) reuses compiled programs.
-    jax.config.update("jax_compilation_cache_dir",
-                      os.environ.get("JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/eva_jax/xla")))
+    use_compile_cache()
 
-    try:
-        cfg = load_config(args.config, **parse_sets(args.set))
-        if args.dry_run:
-            print(dry_run(cfg, args.devices))
+    if args.dry_run:
+        try:
+            print(dry_run(load_config(args.config, **parse_sets(args.set)), args.devices))
             return 0
+        except USER_ERRORS as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    configs: list[Config] = []
+
+    def train() -> RunResult:
+        configs.append(load_config(args.config, **parse_sets(args.set)))
         distributed.initialize()  # before anything touches a backend; a no-op on one host
-        guard.ensure_fits(cfg)
-        result = run(cfg, args.workdir)
-    except (ConfigError, DataError, TokenizerError, guard.TooLarge, NoReadableCheckpoint) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except Diverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
-    except Preempted as err:
-        print(err, file=sys.stderr)
-        return 128 + err.signum  # what a shell reports for a process the signal ended
-    except KeyboardInterrupt:
-        # A second Ctrl-C: the loop's `finally` has waited for any save in flight.
-        print("\ninterrupted: completed checkpoints are kept; run the same command again to resume",
-              file=sys.stderr)
-        return 130
-    last = result.history[-1] if result.history else None
-    if last:
-        print(f"done: step {last['step']}, loss {last['loss']:.4f}; workdir {result.workdir}")
-    else:
-        print(f"nothing to do: {result.workdir} already holds all {cfg.train.steps} steps")
-    return 0
+        guard.ensure_fits(configs[0])
+        return run(configs[0], args.workdir)
+
+    return finish(train, lambda: configs[0].train.steps)
 
 
 if __name__ == "__main__":

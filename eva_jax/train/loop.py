@@ -11,13 +11,14 @@ import json
 import signal
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import flax.linen as nn
 import jax
 import numpy as np
 
-from eva_jax.api import abstract_params
+from eva_jax.api import Params, abstract_params
 from eva_jax.config import Config, ConfigError
 from eva_jax.data.pipeline import model_inputs, open_data
 from eva_jax.parallel import distributed
@@ -30,8 +31,10 @@ from eva_jax.train.metrics import MetricsLog, peak_flops, train_flops_per_token
 from eva_jax.train.optim import make_optimizer
 from eva_jax.train.preemption import Preempted, stop_requests
 from eva_jax.train.run_dir import check_workdir
-from eva_jax.train.state_sharding import init_sharded_state
+from eva_jax.train.state_sharding import init_sharded_state, place_like
 from eva_jax.train.step import TrainState, heldout_loss, make_train_step
+
+DataOpener = Callable[[Config, Path, int, int], tuple]  # (cfg, workdir, process index, count) -> open_data's
 
 
 @dataclasses.dataclass
@@ -94,7 +97,7 @@ class _NoLog:
         pass
 
 
-def _open_data_per_process(cfg: Config, workdir: Path):
+def _open_data_per_process(cfg: Config, workdir: Path, opener: DataOpener = open_data):
     """Each process reads its own share of documents in micro-batches of micro_batch / process_count rows;
     the first process builds the tokenizer, the others load it."""
     count, index = jax.process_count(), jax.process_index()
@@ -102,10 +105,10 @@ def _open_data_per_process(cfg: Config, workdir: Path):
         raise ConfigError(f"train.micro_batch={cfg.train.micro_batch} does not split over {count} processes")
     local = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, micro_batch=cfg.train.micro_batch // count))
     if index == 0:
-        result = open_data(local, workdir, index, count)
+        result = opener(local, workdir, index, count)
     distributed.barrier("tokenizer")
     if index != 0:
-        result = open_data(local, workdir, index, count)
+        result = opener(local, workdir, index, count)
     return result
 
 
@@ -136,18 +139,22 @@ def _record(cfg: Config, plan, step: int, metrics: dict, seconds: float, elapsed
             "max_vio": [float(v) for vs in metrics["max_vio"].values() for v in np.atleast_1d(vs)]}
 
 
-def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
+def run(cfg: Config, workdir: str | Path | None = None, *, data: DataOpener = open_data,
+        init: Callable[[], Params] | None = None) -> RunResult:
     """Trains `cfg` in `workdir` (default workdirs/<config name>), resuming if it holds a checkpoint.
 
     The state lives on the mesh of `cfg.mesh` (parameters, optimizer state and batches sharded by
-    eva_jax.parallel.rules); with several processes each reads its own rows of every batch."""
+    eva_jax.parallel.rules); with several processes each reads its own rows of every batch. Post-training
+    passes its own `data` (same contract as eva_jax.data.pipeline.open_data: tokenizer, a checkpointable train
+    iterable, a finite held-out iterable) and `init`, the starting parameters, called only when the workdir
+    holds no checkpoint to resume."""
     run_began = time.perf_counter()  # "elapsed_s" counts set-up (tokenizer, data, compile) too
     distributed.initialize()
     workdir = Path(workdir) if workdir is not None else default_workdir(cfg)
     if not check_workdir(workdir, cfg.train.steps):  # read-only, and the run is finished
         return RunResult(None, [], workdir)
     _check_same_run(cfg, workdir)
-    tokenizer, train_data, heldout = _open_data_per_process(cfg, workdir)
+    tokenizer, train_data, heldout = _open_data_per_process(cfg, workdir, data)
     plan = schedules.plan(cfg)
     isolate, micro = cfg.data.isolate_documents, cfg.train.micro_batch
     mesh = make_mesh(cfg.mesh, train_devices(cfg))
@@ -162,6 +169,8 @@ def run(cfg: Config, workdir: str | Path | None = None) -> RunResult:
         start, state, data_state, _ = newest
         _set_data_state(iterator, data_state)
         print(f"resuming {workdir} from step {start}", flush=True)
+    elif init is not None:
+        state = state.replace(params=place_like(init(), state.params))
     step_fn = make_train_step(cfg, tx, mesh)
     eval_batches = [shard_rows(b, mesh) for b in _heldout_batches(heldout, cfg.train.eval_batches, isolate)]
     log = MetricsLog(workdir, start, cfg.train.steps) if jax.process_index() == 0 else _NoLog()

@@ -42,3 +42,20 @@ def init_sharded_state(cfg: Config, tx: optax.GradientTransformation, mesh, seed
         return init_state(nn.unbox(init_boxed(cfg.model, cfg.compute, key)), tx)
 
     return jax.jit(build, out_shardings=state_sh)(jax.random.PRNGKey(seed))
+
+
+def place_like(values: Any, like: Any) -> Any:
+    """`values` (host or device arrays of `like`'s structure) put into `like`'s shardings and dtypes; a
+    structure or shape that differs is a ValueError naming the first leaf that does."""
+    flat, tree = jax.tree_util.tree_flatten_with_path(like)
+    given = jax.tree_util.tree_leaves(values)
+    if jax.tree_util.tree_structure(values) != tree:
+        raise ValueError(f"the initial parameters have another structure than the model's "
+                         f"({len(given)} leaves, the model has {len(flat)})")
+    out = []
+    for (path, target), value in zip(flat, given):
+        if tuple(value.shape) != tuple(target.shape):
+            raise ValueError(f"initial parameter {jax.tree_util.keystr(path)} has shape {tuple(value.shape)}, "
+                             f"the model's is {tuple(target.shape)}")
+        out.append(jax.device_put(np.asarray(value, target.dtype), target.sharding))
+    return jax.tree_util.tree_unflatten(tree, out)
