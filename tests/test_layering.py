@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("eva_jax.checkpoints",),
     ("eva_jax.train", "eva_jax.infer"),
     ("eva_jax.post", "eva_jax.eval"),
-    ("eva_jax.serve", "eva_jax.generate", "eva_jax.describe"),
+    ("eva_jax.serve", "eva_jax.generate", "eva_jax.describe", "eva_jax.sft"),
     ("eva_jax",),  # the package root: the public façade, imported by nothing inside
 ]
 SIBLINGS = {frozenset(("eva_jax.train", "eva_jax.infer")), frozenset(("eva_jax.post", "eva_jax.eval"))}

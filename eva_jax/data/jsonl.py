@@ -14,6 +14,12 @@ def read_jsonl(path: str | Path, error: type[Exception], required: Collection[st
                errors: str = "strict") -> list[dict[str, Any]]:
     """The objects of the file; each must hold the keys `required` (`hint` says what to do when one does not).
     `errors="ignore"` drops undecodable bytes (corpora scraped from anywhere) instead of refusing the file."""
+    return [row for _, row in numbered_jsonl(path, error, required, hint, errors)]
+
+
+def numbered_jsonl(path: str | Path, error: type[Exception], required: Collection[str] = (), hint: str = "",
+                   errors: str = "strict") -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line, for callers whose later checks name the line too."""
     path = Path(path)
     if not path.is_file():
         raise error(f"{path}: no such file")
@@ -34,5 +40,5 @@ def read_jsonl(path: str | Path, error: type[Exception], required: Collection[st
             if missing:
                 raise error(f"{path}:{number} needs the field{'s' if len(missing) > 1 else ''} "
                             f"{', '.join(map(repr, missing))}{hint}")
-            rows.append(row)
+            rows.append((number, row))
     return rows

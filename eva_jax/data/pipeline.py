@@ -90,7 +90,10 @@ def model_inputs(batch: dict[str, np.ndarray], isolate: bool) -> dict[str, np.nd
     (DeepSeek pre-training); with it, attention and positions follow the packed documents."""
     tokens, seg = batch["tokens"], batch["tokens_segment_ids"]
     # Segment 0 is padding (only the last row of a finite data set has any): never a target.
-    out = {"inputs": tokens[..., :-1], "targets": tokens[..., 1:], "target_mask": seg[..., 1:] > 0}
+    mask = seg[..., 1:] > 0
+    if "loss_mask" in batch:  # post-training: only the answer's tokens are targets
+        mask = mask & batch["loss_mask"][..., 1:]
+    out = {"inputs": tokens[..., :-1], "targets": tokens[..., 1:], "target_mask": mask}
     if isolate:
         out.update(segment_ids=seg[..., :-1], target_segment_ids=seg[..., 1:],
                    positions=batch["tokens_positions"][..., :-1])

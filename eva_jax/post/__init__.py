@@ -1,0 +1,1 @@
+"""Post-training: supervised fine-tuning and GRPO on the pre-training loop."""
