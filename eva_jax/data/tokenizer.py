@@ -20,6 +20,7 @@ USER, ASSISTANT = "<｜User｜>", "<｜Assistant｜>"
 # Ids 0 and 1 are BOS and EOS in DeepSeek-V3's vocabulary; a trained tokenizer keeps that order.
 SPECIAL_TOKENS = (BOS, EOS, FIM_HOLE, FIM_BEGIN, FIM_END, USER, ASSISTANT)
 TOKENIZER_FILE = "tokenizer.json"
+CHARS_PER_TOKEN_BOUND = 16  # ordinary text averages ~4 characters per token
 META_FILE = "eva_tokenizer.json"
 
 
@@ -62,6 +63,16 @@ class Tokenizer:
     def encode_batch(self, texts: list[str], bos: bool = True) -> list[list[int]]:
         out = self.backend.encode_batch(texts, add_special_tokens=False)
         return [[self.bos_id, *e.ids] if bos else e.ids for e in out]
+
+    def more_than(self, text: str, limit: int) -> int | None:
+        """A lower bound above `limit` on the tokens of `text` when a prefix already proves it has more (for
+        refusing a huge prompt after encoding a little of it), else None. A prefix's encoding differs from the
+        whole's at most in its last word, hence the one token of slack."""
+        prefix = CHARS_PER_TOKEN_BOUND * limit
+        if len(text) <= prefix:
+            return None
+        count = len(self.backend.encode(text[:prefix], add_special_tokens=False)) - 1
+        return count if count > limit else None
 
     def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special)

@@ -48,15 +48,30 @@ class Service:
         # `echo` and `logprobs` score with eva_jax.eval's scorer, over the engine's copy of the weights.
         self.scorer = Scorer(cfg, self.engine.params, batch_size=engine_config.max_batch, max_length=self.context)
 
+    def _too_long(self, length: int, where: str = "", exact: bool = True) -> APIError:
+        return APIError(f"{where}the prompt is {'' if exact else 'at least '}{length} tokens, and the context is "
+                        f"{self.context} tokens; shorten the prompt", "prompt", "context_length_exceeded")
+
     async def encode_prompts(self, prompts: list[str | list[int]]) -> list[list[int]]:
         """Token ids of each prompt; text is encoded on a thread (a 6 MB prompt takes seconds, and the
         tokenizer releases the GIL while it works)."""
         texts = [p for p in prompts if isinstance(p, str)]
+        for i, text in enumerate(prompts):
+            await self._refuse_huge(text, f"prompt {i}: " if len(prompts) > 1 else "")
         encoded = iter(await asyncio.to_thread(self.tokenizer.encode_batch, texts) if texts else [])
         return [next(encoded) if isinstance(p, str) else p for p in prompts]
 
     async def encode_chat(self, messages: list[dict]) -> list[int]:
+        await self._refuse_huge("".join(m["content"] for m in messages))
         return await asyncio.to_thread(self.tokenizer.encode_chat, messages)
+
+    async def _refuse_huge(self, text: str | list[int], where: str = "") -> None:
+        """A text that a prefix shows to be longer than the context is refused without encoding all of it:
+        the tokenizer works off the GIL, but freeing millions of encoded tokens holds it for ~0.3 s."""
+        if isinstance(text, str) and len(text) > self.context:
+            bound = await asyncio.to_thread(self.tokenizer.more_than, text, self.context)
+            if bound is not None:
+                raise self._too_long(bound, where, exact=False)
 
     def warm_up(self) -> float:
         """Compiles the prefill and decode steps for every batch size the engine buckets to (shortest prompt
@@ -79,13 +94,12 @@ class Service:
         if body.model is not None and body.model != self.model_name:
             raise APIError(f"the model {body.model!r} does not exist; this server serves {self.model_name!r}",
                            "model", "model_not_found")
+        room = self.context - len(prompt)  # first: a huge prompt is refused before any pass over its ids
+        if room < (0 if max_tokens == 0 else 1):
+            raise self._too_long(len(prompt), where)
         bad = [t for t in prompt if not 0 <= t < self.cfg.vocab_size]
         if bad:
             raise APIError(f"{where}token id {bad[0]} is outside the vocabulary [0, {self.cfg.vocab_size})", "prompt")
-        room = self.context - len(prompt)
-        if room < (0 if max_tokens == 0 else 1):
-            raise APIError(f"{where}the prompt is {len(prompt)} tokens, and the context is {self.context} tokens; "
-                           f"shorten the prompt", "prompt", "context_length_exceeded")
         max_tokens = min(default_max, room) if max_tokens is None else max_tokens
         if max_tokens > room:
             raise APIError(f"{where}max_tokens={max_tokens} is too large: the prompt takes {len(prompt)} of the "

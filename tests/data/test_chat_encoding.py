@@ -44,3 +44,12 @@ def test_private_use_text_is_left_alone(tokenizer):
     text = "\U000f0000 marker-like text " + EOS
     ids = tokenizer.encode_chat([{"role": "user", "content": text}], add_generation_prompt=False)
     assert tokenizer.decode(ids[2:]) == text and tokenizer.eos_id not in ids
+
+
+def test_more_than_bounds_a_huge_text_from_a_prefix(tokenizer):
+    text = "the quick brown fox jumps over the lazy dog. " * 2000
+    whole = len(tokenizer.encode(text, bos=False))
+    bound = tokenizer.more_than(text, 100)
+    assert bound is not None and 100 < bound <= whole
+    assert tokenizer.more_than(text[:1000], 100) is None  # short enough to encode whole
+    assert tokenizer.more_than(text, whole + 10) is None  # not longer than the limit

@@ -34,10 +34,12 @@ def test_health_answers_while_a_huge_prompt_and_32_requests_are_in_work(server):
 
     async def load():
         async with httpx.AsyncClient(base_url=base, timeout=300) as c:
-            small = [c.post("/v1/completions", json={"prompt": f"hello {i}", "max_tokens": 8, "temperature": 0})
+            small = [c.post("/v1/completions", json={"prompt": f"hello {i}", "max_tokens": 40, "temperature": 0})
                      for i in range(32)]
             return await asyncio.gather(c.post("/v1/completions", json={"prompt": huge, "max_tokens": 4}), *small)
 
+    # Compiled first (what --warmup does): XLA's compile holds the GIL, which is not what this test is about.
+    assert httpx.post(f"{base}/v1/completions", json={"prompt": "hi", "max_tokens": 2}, timeout=300).status_code == 200
     poller.start()
     try:
         began = time.perf_counter()
@@ -49,6 +51,7 @@ def test_health_answers_while_a_huge_prompt_and_32_requests_are_in_work(server):
     assert big.status_code == 400 and big.json()["error"]["code"] == "context_length_exceeded"
     assert all(r.status_code == 200 for r in rest)
     assert len(latencies) >= 5, (took, latencies)  # polled all along, not only at the end
+    print(f"health: {len(latencies)} polls over {took:.1f} s, max {max(latencies) * 1000:.0f} ms")
     assert max(latencies) < 0.5, sorted(latencies)[-5:]
 
 
