@@ -67,8 +67,8 @@ class RowStream:
 
     def __init__(self, data: SFTData, rows: list[list[int]], local_rows: int, index: int, count: int,
                  finite: bool) -> None:
-        self.data, self.rows, self.local, self.index, self.count, self.finite = data, rows, local_rows, index, \
-            count, finite
+        self.data, self.rows, self.finite = data, rows, finite
+        self.local, self.index, self.count = local_rows, index, count  # rows per process, which process, of how many
         self.position = 0
 
     def __iter__(self) -> RowStream:
