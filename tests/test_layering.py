@@ -15,7 +15,7 @@ PACKAGES = ("eva_jax", "pallas_kernels", "configs")
 # Low to high. A module may import its own layer and anything lower; within a layer, the pairs in SIBLINGS
 # never import each other (loading a training workdir for inference goes through eva_jax.checkpoints).
 LAYERS: list[tuple[str, ...]] = [
-    ("eva_jax.config", "eva_jax.overrides", "eva_jax.arrays"),
+    ("eva_jax.config", "eva_jax.config_checks", "eva_jax.run_config", "eva_jax.overrides", "eva_jax.arrays"),
     ("configs",),
     ("pallas_kernels", "eva_jax.data"),
     ("eva_jax.parallel",),
@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("eva_jax.checkpoints",),
     ("eva_jax.train", "eva_jax.infer"),
     ("eva_jax.post", "eva_jax.eval"),
-    ("eva_jax.serve", "eva_jax.generate", "eva_jax.describe", "eva_jax.sft"),
+    ("eva_jax.serve", "eva_jax.generate", "eva_jax.describe", "eva_jax.sft", "eva_jax.grpo"),
     ("eva_jax",),  # the package root: the public façade, imported by nothing inside
 ]
 SIBLINGS = {frozenset(("eva_jax.train", "eva_jax.infer")), frozenset(("eva_jax.post", "eva_jax.eval"))}
