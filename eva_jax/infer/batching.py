@@ -117,10 +117,11 @@ class Engine:
         if request.listener is not None:
             request.listener(request, new or [])
 
-    def _emit(self, request: Request, tokens: Iterable[int | np.integer]) -> None:
-        new = []
+    def _emit(self, request: Request, tokens: Iterable[int | np.integer], logprobs: Iterable[float | np.floating] = ()) -> None:
+        new, logprobs = [], iter(logprobs)
         for token in map(int, tokens):
             request.output.append(token)
+            request.logprobs.extend(float(lp) for lp in itertools.islice(logprobs, 1))
             new.append(token)
             if token in request.stop:
                 request.finish_reason = "stop"
@@ -194,12 +195,12 @@ class Engine:
             lengths[i] = len(r.prompt)
         samp = self._sampling(requests, rows)
         table = self._table(requests, rows, cache.pages_for(t, self.config.page_size))
-        self.pool, self.state, first = steps.prefill(
+        self.pool, self.state, first, logprobs = steps.prefill(
             self.cfg, self.compute, self.params, self.pool, self.state, tokens, lengths, table, samp,
             self._slots(requests, rows), speculate=self.config.speculative)
         self.totals["prefill_tokens"] += sum(len(r.prompt) for r in requests)
-        for r, token in zip(requests, np.asarray(first)):
-            self._emit(r, [token])
+        for r, token, logprob in zip(requests, np.asarray(first), np.asarray(logprobs)):
+            self._emit(r, [token], [logprob])
 
     def _width(self, requests: list[Request]) -> int:
         # Sized by the pages the rows hold for their whole life, not by today's length: a batch keeps one
@@ -214,12 +215,12 @@ class Engine:
             tokens[i], positions[i] = r.output[-1], r.position
         samp = self._sampling(requests, rows)
         table = self._table(requests, rows, self._width(requests))
-        self.pool, nxt = steps.decode_step(self.cfg, self.compute, self.params, self.pool, tokens, positions, table,
-                                           samp)
+        self.pool, nxt, logprobs = steps.decode_step(self.cfg, self.compute, self.params, self.pool, tokens,
+                                                     positions, table, samp)
         self.totals["main_steps"] += 1
-        for r, token in zip(requests, np.asarray(nxt)):
+        for r, token, logprob in zip(requests, np.asarray(nxt), np.asarray(logprobs)):
             r.main_steps += 1
-            self._emit(r, [token])
+            self._emit(r, [token], [logprob])
 
     def _speculate(self, requests: list[Request]) -> None:
         rows = self.config.rows(len(requests))

@@ -63,6 +63,9 @@ class Request:
     stream: int = 0  # which random stream of `seed` this request draws from
     listener: Listener | None = None
     output: list[int] = dataclasses.field(default_factory=list)
+    # Log-probability of each output token under the distribution it was drawn from (sampling.sample); empty
+    # with speculative decoding, whose accepted drafts come from two distributions.
+    logprobs: list[float] = dataclasses.field(default_factory=list)
     finish_reason: str | None = None  # "stop", "length", "cancelled" or "error"
     error: str | None = None
     pages: list[int] = dataclasses.field(default_factory=list)

@@ -112,13 +112,23 @@ def uniform(keys: Array) -> Float[Array, " B"]:
     return jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys)
 
 
-def sample(logits: Float[Array, "B V"], s: RowSampling, positions: Int[Array, " B"]) -> Int[Array, " B"]:
-    """The token at `positions` for each row. The sort and the draws run only when some row samples (a
-    runtime branch, so greedy and sampling batches share one compiled step)."""
-    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+def sample(logits: Float[Array, "B V"], s: RowSampling, positions: Int[Array, " B"]
+           ) -> tuple[Int[Array, " B"], Float[Array, " B"]]:
+    """The token at `positions` for each row, and its log-probability under the distribution it was drawn from:
+    logits / temperature after top-k and top-p for a sampling row (what a policy-gradient trainer recomputes
+    with the same temperature), the model's own log-softmax for a greedy row. The sort and the draws run only
+    when some row samples (a runtime branch, so greedy and sampling batches share one compiled step)."""
+    z = logits.astype(jnp.float32)
+    greedy = jnp.argmax(z, axis=-1).astype(jnp.int32)
+
+    def logprob(scores, tokens):
+        return jnp.take_along_axis(jax.nn.log_softmax(scores, axis=-1), tokens[:, None], axis=-1)[:, 0]
 
     def drawn(_):
-        tokens = draw(jax.nn.softmax(filtered_logits(logits, s), axis=-1), row_keys(s, positions, SAMPLE))
-        return jnp.where(s.temperature > 0, tokens, greedy)
+        filtered = filtered_logits(z, s)
+        tokens = draw(jax.nn.softmax(filtered, axis=-1), row_keys(s, positions, SAMPLE))
+        hot = s.temperature > 0
+        tokens = jnp.where(hot, tokens, greedy)
+        return tokens, logprob(jnp.where(hot[:, None], filtered, z), tokens)
 
-    return jax.lax.cond(jnp.any(s.temperature > 0), drawn, lambda _: greedy, None)
+    return jax.lax.cond(jnp.any(s.temperature > 0), drawn, lambda _: (greedy, logprob(z, greedy)), None)

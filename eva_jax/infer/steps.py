@@ -35,29 +35,31 @@ def _scatter(state: DraftState, slots: Int[Array, " B"], rows: DraftState) -> Dr
 def prefill(cfg: ModelConfig, compute: ComputeConfig, params: Params, pool: Pool, state: DraftState | None,
             tokens: Int[Array, "B T"], lengths: Int[Array, " B"], page_table: Int[Array, "B P"],
             samp: sampling.RowSampling, slots: Int[Array, " B"], speculate: bool
-            ) -> tuple[Pool, DraftState | None, Array]:
-    """Right-padded prompts (positions 0..len-1) into the cache; returns the first new token of each row."""
+            ) -> tuple[Pool, DraftState | None, Array, Array]:
+    """Right-padded prompts (positions 0..len-1) into the cache; returns the first new token of each row and
+    its log-probability (eva_jax.infer.sampling.sample)."""
     b, t = tokens.shape
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     rows = Rows(positions, positions < lengths[:, None], page_table)
     h, pool = forward.main(cfg, compute, params, pool, tokens, rows, prefill=True)
     last = jnp.take_along_axis(h, (lengths - 1)[:, None, None], axis=1)[:, 0]
-    first = sampling.sample(forward.head(cfg, compute, params, last), samp, lengths)
+    first, logprob = sampling.sample(forward.head(cfg, compute, params, last), samp, lengths)
     if speculate:
         rows_state, pool = speculative.after_prefill(cfg, compute, params, pool, h, tokens, lengths, first, page_table,
                                                      samp)
         state = _scatter(state, slots, rows_state)
-    return pool, state, first
+    return pool, state, first, logprob
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "compute"), donate_argnames=("pool",))
 def decode_step(cfg: ModelConfig, compute: ComputeConfig, params: Params, pool: Pool, tokens: Int[Array, " B"],
                 positions: Int[Array, " B"], page_table: Int[Array, "B P"], samp: sampling.RowSampling
-                ) -> tuple[Pool, Array]:
-    """Each row's newest token (at `positions`) through the model with the cache; returns the next tokens."""
+                ) -> tuple[Pool, Array, Array]:
+    """Each row's newest token (at `positions`) through the model with the cache; returns the next tokens and
+    their log-probabilities."""
     rows = Rows(positions[:, None], jnp.ones((positions.shape[0], 1), bool), page_table)
     h, pool = forward.main(cfg, compute, params, pool, tokens[:, None], rows, prefill=False)
-    return pool, sampling.sample(forward.head(cfg, compute, params, h[:, 0]), samp, positions + 1)
+    return pool, *sampling.sample(forward.head(cfg, compute, params, h[:, 0]), samp, positions + 1)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "compute"), donate_argnames=("pool", "state"))
