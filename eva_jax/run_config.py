@@ -9,6 +9,7 @@ from typing import Literal
 from eva_jax.config_checks import Dtype, check_choices, fraction, non_negative, require
 
 ParamRules = Literal["zero1", "fsdp"]
+PromptFormat = Literal["chat", "raw"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +178,9 @@ class GRPOConfig:
     # trainer cannot reproduce exactly (bf16, kernels); 1 in fp32.
     max_importance_weight: float = 2.0
     heldout_prompts: int = 32  # prompts kept out of training; greedy reward on them every train.eval_every steps
+    # A text prompt as one user turn of the chat template ("chat"), or the text itself after BOS ("raw").
+    # A prompt given as a list of messages is always rendered with the template.
+    prompt_format: PromptFormat = "chat"
 
     def __post_init__(self) -> None:
         for name in ("prompts", "group_size", "max_new_tokens", "inner_steps"):
@@ -190,6 +194,7 @@ class GRPOConfig:
         require(self.max_importance_weight >= 1.0,
                 f"grpo.max_importance_weight={self.max_importance_weight} must be at least 1")
         require(self.heldout_prompts >= 0, f"grpo.heldout_prompts={self.heldout_prompts} must be >= 0")
+        check_choices("grpo", self)
 
     @property
     def rows(self) -> int:

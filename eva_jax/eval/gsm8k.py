@@ -12,11 +12,11 @@ Both sides are normalised by removing commas, "$" and a trailing period before t
 from __future__ import annotations
 
 import random
-import re
 from pathlib import Path
 from typing import Any
 
 from eva_jax.data import jsonl
+from eva_jax.data.answers import flexible_answer, normalize, strict_answer
 from eva_jax.eval.context import EvalContext
 from eva_jax.eval.errors import EvalError
 from eva_jax.eval.generation import generate_until
@@ -25,27 +25,6 @@ DEFAULT_SHOTS = 8
 DEFAULT_MAX_TOKENS = 256
 STOP = ("Question:", "\n\n")
 SHOT_SEED = 1234
-NUMBER = r"-?\$?-?\d[\d,]*(?:\.\d+)?"
-STRICT = re.compile(r"#### *(" + NUMBER + ")")
-FLEXIBLE = re.compile(NUMBER)
-
-
-def normalize(answer: str) -> str:
-    """Commas and dollar signs removed, one trailing period dropped, surrounding space stripped."""
-    s = answer.strip().replace(",", "").replace("$", "").strip()
-    return s[:-1] if s.endswith(".") else s
-
-
-def strict_answer(completion: str) -> str | None:
-    match = STRICT.search(completion)
-    return normalize(match.group(1)) if match else None
-
-
-def flexible_answer(completion: str) -> str | None:
-    found = FLEXIBLE.findall(completion)
-    return normalize(found[-1]) if found else None
-
-
 def target(answer: str) -> str:
     """The reference number of a GSM8K answer: what follows its "#### "."""
     if "####" not in answer:

@@ -115,7 +115,7 @@ def sft_config(base: Config, sets: dict[str, Any], steps: int | None = None) -> 
     return cfg
 
 
-def _check_model(cfg: Config, init_cfg: Config, init: Path) -> None:
+def check_model(cfg: Config, init_cfg: Config, init: Path) -> None:
     if cfg.model != init_cfg.model:
         changed = [f.name for f in dataclasses.fields(cfg.model)
                    if getattr(cfg.model, f.name) != getattr(init_cfg.model, f.name)]
@@ -133,7 +133,7 @@ def sft(init: str | Path, data: str | Path, config: Config | None = None, sets: 
     sets, init = dict(sets or {}), Path(init)
     init_cfg, params, tokenizer = load_checkpoint(init)
     base = config or init_cfg
-    _check_model(base, init_cfg, init)
+    check_model(base, init_cfg, init)
     if tokenizer is None:
         raise ConfigError(f"{init} has no tokenizer; SFT renders conversations with the model's own")
     cfg = sft_config(base, {**sets, "data.source": str(Path(data).resolve())})

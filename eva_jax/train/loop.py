@@ -48,7 +48,7 @@ def default_workdir(cfg: Config) -> Path:
     return Path("workdirs") / cfg.name
 
 
-def _check_same_run(cfg: Config, workdir: Path) -> None:
+def check_same_run(cfg: Config, workdir: Path) -> None:
     """A workdir belongs to one model and data set; schedule edits are allowed but break exact resume."""
     if jax.process_index() != 0:
         return
@@ -153,7 +153,7 @@ def run(cfg: Config, workdir: str | Path | None = None, *, data: DataOpener = op
     workdir = Path(workdir) if workdir is not None else default_workdir(cfg)
     if not check_workdir(workdir, cfg.train.steps):  # read-only, and the run is finished
         return RunResult(None, [], workdir)
-    _check_same_run(cfg, workdir)
+    check_same_run(cfg, workdir)
     tokenizer, train_data, heldout = _open_data_per_process(cfg, workdir, data)
     plan = schedules.plan(cfg)
     isolate, micro = cfg.data.isolate_documents, cfg.train.micro_batch

@@ -52,42 +52,60 @@ def max_violation(load: jax.Array) -> jax.Array:
     return (load.max(-1) - mean) / jnp.maximum(mean, 1e-9)
 
 
+def mean_gradient(loss_fn, params: Params, batch: dict, aux_zero: Any, like_params=lambda tree: tree
+                  ) -> tuple[Params, Any, int]:
+    """(mean gradient, summed aux, micro-batch count) of `loss_fn(params, micro) -> (loss, aux)` over the
+    leading axis of `batch` (the micro-batches), accumulated in a scan. `like_params` pins the accumulator to
+    the parameters' layout on a mesh."""
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def accumulate(carry, micro):
+        grads, sums = carry
+        (_, aux), g = grad_fn(params, micro)
+        grads = like_params(jax.tree_util.tree_map(jnp.add, grads, like_params(g)))
+        return (grads, jax.tree_util.tree_map(jnp.add, sums, aux)), None
+
+    zeros = like_params(jax.tree_util.tree_map(jnp.zeros_like, params))
+    (grads, sums), _ = jax.lax.scan(accumulate, (zeros, aux_zero), batch)
+    n_micro = jax.tree_util.tree_leaves(batch)[0].shape[0]
+    return jax.tree_util.tree_map(lambda g: g / n_micro, grads), sums, n_micro
+
+
+def apply_if_finite(state: TrainState, grads: Params, tx: optax.GradientTransformation, loss: jax.Array,
+                    adjust=lambda params: params) -> tuple[TrainState, jax.Array, jax.Array]:
+    """(next state, applied, gradient norm): the optimizer update, then `adjust` (e.g. the router-bias update).
+    A step whose loss, gradient or result is not finite is not applied: the state stays the last finite one
+    (so it is never saved non-finite) and the loop counts the skips (train.max_bad_steps)."""
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = adjust(optax.apply_updates(state.params, updates))
+    grad_norm = optax.tree.norm(grads)
+    applied = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(params)
+    params, opt_state = jax.tree_util.tree_map(lambda new, old: jnp.where(applied, new, old),
+                                               (params, opt_state), (state.params, state.opt_state))
+    return TrainState(state.step + 1, params, opt_state), applied, grad_norm
+
+
 def train_step(state: TrainState, batch: dict, mtp_lambda: jax.Array, gamma: jax.Array, *, cfg: Config,
                tx: optax.GradientTransformation, sharding: MeshRules | None = None,
                specs: Any = None) -> tuple[TrainState, dict]:
     """`batch` leaves are [n_micro, micro_batch, T]; the gradient is the mean over micro-batches. With a
     mesh, `sharding` reaches the model and `specs` (the parameters' PartitionSpecs) pin the gradient
     accumulator to the parameters' layout."""
-    grad_fn = jax.value_and_grad(objective, has_aux=True)
-
     def like_params(tree):
         return tree if sharding is None else constrain_tree(tree, specs, sharding.mesh)
 
-    def accumulate(carry, micro):
-        grads, sums = carry
-        (_, aux), g = grad_fn(state.params, micro, mtp_lambda, cfg, sharding)
-        grads = like_params(jax.tree_util.tree_map(jnp.add, grads, like_params(g)))
-        sums = jax.tree_util.tree_map(jnp.add, sums, aux)
-        return (grads, sums), None
-
-    zeros = like_params(jax.tree_util.tree_map(jnp.zeros_like, state.params))
-    (grads, sums), _ = jax.lax.scan(accumulate, (zeros, aux_zeros(cfg)), batch)
-    n_micro = jax.tree_util.tree_leaves(batch)[0].shape[0]
-    grads = jax.tree_util.tree_map(lambda g: g / n_micro, grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    if cfg.model.uses_routing_bias:  # V2's softmax gate has no bias to balance with
-        params = update_router_bias(params, sums["expert_counts"], gamma)
+    grads, sums, n_micro = mean_gradient(lambda p, micro: objective(p, micro, mtp_lambda, cfg, sharding),
+                                         state.params, batch, aux_zeros(cfg), like_params)
     metrics = {name: sums[name] / n_micro for name in ("loss", "mtp_loss", "balance_loss")}
-    metrics["grad_norm"] = optax.tree.norm(grads)
+
+    def adjust(params):
+        if cfg.model.uses_routing_bias:  # V2's softmax gate has no bias to balance with
+            params = update_router_bias(params, sums["expert_counts"], gamma)
+        return params
+
+    state, metrics["applied"], metrics["grad_norm"] = apply_if_finite(state, grads, tx, metrics["loss"], adjust)
     metrics["max_vio"] = {name: max_violation(load) for name, load in sums["expert_counts"].items()}
-    # A step whose loss, gradient or result is not finite is not applied: the state stays the last finite
-    # one (so it is never saved non-finite) and the loop counts the skips (train.max_bad_steps).
-    applied = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"]) & all_finite(params)
-    metrics["applied"] = applied
-    params, opt_state = jax.tree_util.tree_map(lambda new, old: jnp.where(applied, new, old),
-                                               (params, opt_state), (state.params, state.opt_state))
-    return TrainState(state.step + 1, params, opt_state), metrics
+    return state, metrics
 
 
 def make_train_step(cfg: Config, tx: optax.GradientTransformation, mesh=None):
