@@ -117,7 +117,8 @@ class Engine:
         if request.listener is not None:
             request.listener(request, new or [])
 
-    def _emit(self, request: Request, tokens: Iterable[int | np.integer], logprobs: Iterable[float | np.floating] = ()) -> None:
+    def _emit(self, request: Request, tokens: Iterable[int | np.integer],
+              logprobs: Iterable[float | np.floating] = ()) -> None:
         new, logprobs = [], iter(logprobs)
         for token in map(int, tokens):
             request.output.append(token)

@@ -100,12 +100,16 @@ class MetricsLog:
         eta = elapsed / max(done, 1) * (self.total_steps - step)
         line = (f"step {step}/{self.total_steps}  loss {record['loss']:.4f}  "
                 f"{record.get('tokens_per_s', 0):,.0f} tok/s  ETA {eta / 60:.1f} min")
+        if "reward_mean" in record:  # GRPO
+            line += f"  reward {record['reward_mean']:.3f}  kl {record['kl']:.4f}"
         if "heldout_loss" in record:
             line += f"  held-out {record['heldout_loss']:.4f}"
+        if "heldout_reward" in record:
+            line += f"  held-out reward {record['heldout_reward']:.3f}"
+        held_out = "heldout_loss" in record or "heldout_reward" in record
         if self.tty:
-            print("\r" + line.ljust(100), end="\n" if "heldout_loss" in record or step == self.total_steps else "",
-                  flush=True)
-        elif "heldout_loss" in record or step % 10 == 0 or step == self.total_steps:
+            print("\r" + line.ljust(100), end="\n" if held_out or step == self.total_steps else "", flush=True)
+        elif held_out or step % 10 == 0 or step == self.total_steps:
             print(line, flush=True)
 
     def close(self) -> None:

@@ -45,7 +45,8 @@ def finish(train: Callable[[], RunResult], steps: Callable[[], int], errors: tup
         return 130
     last = result.history[-1] if result.history else None
     if last:
-        print(f"done: step {last['step']}, loss {last['loss']:.4f}; workdir {result.workdir}")
+        reward = f", reward {last['reward_mean']:.3f}" if "reward_mean" in last else ""  # GRPO
+        print(f"done: step {last['step']}, loss {last['loss']:.4f}{reward}; workdir {result.workdir}")
     else:
         print(f"nothing to do: {result.workdir} already holds all {steps()} steps")
     return 0
