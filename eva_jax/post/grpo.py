@@ -16,22 +16,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import flax.linen as nn
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from eva_jax.api import abstract_params
 from eva_jax.config import Config, ConfigError
 from eva_jax.data.tokenizer import Tokenizer
 from eva_jax.infer.loading import load_checkpoint
-from eva_jax.overrides import apply_overrides
+from eva_jax.overrides import apply_overrides, parse_value
 from eva_jax.parallel import distributed
 from eva_jax.parallel.mesh import make_mesh
 from eva_jax.parallel.sharding import check_batch, shard_batch, train_devices
 from eva_jax.post import grpo_data
 from eva_jax.post.grpo_rollout import Rollout, heldout_scores, rollout
-from eva_jax.post.grpo_step import make_grpo_step, rows_logprobs, stacked
+from eva_jax.post.grpo_step import compiled, rows_logprobs, stacked
 from eva_jax.post.rewards import Rewards
 from eva_jax.post.sft import check_model
 from eva_jax.train import schedules
@@ -39,7 +37,6 @@ from eva_jax.train.checkpoint import RunCheckpoints
 from eva_jax.train.divergence import BadSteps
 from eva_jax.train.loop import check_same_run
 from eva_jax.train.metrics import MetricsLog
-from eva_jax.train.optim import make_optimizer
 from eva_jax.train.preemption import Preempted, stop_requests
 from eva_jax.train.run_dir import check_workdir
 from eva_jax.train.state import TrainState
@@ -63,13 +60,14 @@ class GRPOResult:
 
 
 def grpo_config(base: Config, sets: dict[str, Any]) -> Config:
-    """GRPO_DEFAULTS, then the caller's settings, over `base`; one optimizer step covers a rollout batch."""
-    cfg = apply_overrides(base, {**GRPO_DEFAULTS, **sets})
-    rows = cfg.grpo.rows
-    if rows % cfg.train.micro_batch:
+    """GRPO_DEFAULTS, then the caller's settings, over `base`; one optimizer step covers a rollout batch
+    (train.global_batch = grpo.prompts × grpo.group_size rows, no ramp)."""
+    rows = apply_overrides(base, {k: v for k, v in sets.items() if k.startswith("grpo.")}).grpo.rows
+    micro = parse_value("train.micro_batch", sets.get("train.micro_batch", base.train.micro_batch), int)
+    if micro < 1 or rows % micro:
         raise ConfigError(f"a rollout batch of grpo.prompts × grpo.group_size = {rows} rows does not split into "
-                          f"micro-batches of train.micro_batch={cfg.train.micro_batch}")
-    return apply_overrides(cfg, {"train.global_batch": rows, "train.batch_start": rows})
+                          f"micro-batches of train.micro_batch={micro}")
+    return apply_overrides(base, {**GRPO_DEFAULTS, **sets, "train.global_batch": rows, "train.batch_start": rows})
 
 
 def _reference(workdir: Path, params: Any, like: Any) -> Any:
@@ -131,8 +129,8 @@ def run_grpo(cfg: Config, workdir: Path, params: Any, tokenizer: Tokenizer, prom
     g, mu = cfg.grpo, cfg.grpo.inner_steps
     mesh = make_mesh(cfg.mesh, train_devices(cfg))
     check_batch(cfg, mesh)
-    lr = np.repeat(schedules.plan(cfg).lr, mu)
-    tx = make_optimizer(cfg, lr, nn.unbox(abstract_params(cfg)))
+    tx, step_fn = compiled(cfg, mesh)
+    lr = schedules.plan(cfg).lr
     state = init_sharded_state(cfg, tx, mesh, cfg.train.seed)
     initial = place_like(jax.tree_util.tree_map(np.asarray, params), state.params)
     reference = _reference(workdir, initial, state.params)
@@ -144,7 +142,6 @@ def run_grpo(cfg: Config, workdir: Path, params: Any, tokenizer: Tokenizer, prom
         print(f"resuming {workdir} from step {start}", flush=True)
     else:
         state = state.replace(params=initial)
-    step_fn = make_grpo_step(cfg, tx, mesh)
     log = MetricsLog(workdir, start, cfg.train.steps) if jax.process_index() == 0 else None
     history, bad, last_saved = [], BadSteps(cfg), start or None
 
@@ -165,7 +162,7 @@ def run_grpo(cfg: Config, workdir: Path, params: Any, tokenizer: Tokenizer, prom
                     state, metrics = step_fn(state, batch)
                     trained.append(jax.device_get(metrics))
                 seconds = {"rollout": t1 - t0, "train": time.perf_counter() - t1}
-                record = _record(step, ro, trained, mismatch, float(lr[step * mu]), seconds,
+                record = _record(step, ro, trained, mismatch, float(lr[step]), seconds,
                                  time.perf_counter() - began)
                 done = step + 1
                 if held and (done % cfg.train.eval_every == 0 or done == cfg.train.steps):

@@ -5,7 +5,9 @@ gradient accumulation and non-finite guard (eva_jax/train/step.py)."""
 from __future__ import annotations
 
 import functools
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +20,8 @@ from eva_jax.config import Config
 from eva_jax.parallel.rules import MeshRules, constrain_tree, param_specs
 from eva_jax.parallel.sharding import shard_rows
 from eva_jax.post.grpo_loss import grpo_loss, token_logprobs
+from eva_jax.train import schedules
+from eva_jax.train.optim import make_optimizer
 from eva_jax.train.state import TrainState
 from eva_jax.train.state_sharding import state_shardings
 from eva_jax.train.step import apply_if_finite, mean_gradient
@@ -37,6 +41,16 @@ def grpo_step(state: TrainState, batch: dict, *, cfg: Config, tx: optax.Gradient
     metrics = {name: sums[name] / n_micro for name in METRICS}
     state, metrics["applied"], metrics["grad_norm"] = apply_if_finite(state, grads, tx, metrics["loss"])
     return state, metrics
+
+
+@functools.lru_cache(maxsize=4)
+def compiled(cfg: Config, mesh) -> tuple[optax.GradientTransformation, Any]:
+    """(optimizer, jitted step) for a config and mesh, made once per process: a resumed or repeated run in the
+    same process (a notebook, the tests) reuses the compiled step. GRPO's learning-rate table is the run's
+    per-rollout schedule with each entry repeated for the μ optimizer steps."""
+    lr = np.repeat(schedules.plan(cfg).lr, cfg.grpo.inner_steps)
+    tx = make_optimizer(cfg, lr, nn.unbox(abstract_params(cfg)))
+    return tx, make_grpo_step(cfg, tx, mesh)
 
 
 def make_grpo_step(cfg: Config, tx: optax.GradientTransformation, mesh=None):
