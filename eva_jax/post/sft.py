@@ -105,9 +105,9 @@ def steps_for(data: SFTData, cfg: Config) -> int:
 def sft_config(base: Config, sets: dict[str, Any], steps: int | None = None) -> Config:
     """SFT_DEFAULTS, then the caller's settings, over `base`; no batch ramp unless train.batch_start is set,
     and the run ends at the cosine's floor (optim.lr_decayed) unless optim.lr_final is set."""
-    cfg = apply_overrides(base, {**SFT_DEFAULTS, **sets})
-    if "train.batch_start" not in sets:
-        cfg = apply_overrides(cfg, {"train.batch_start": cfg.train.global_batch})
+    no_ramp = {} if "train.batch_start" in sets else {"train.batch_start": sets.get("train.global_batch",
+                                                                                   base.train.global_batch)}
+    cfg = apply_overrides(base, {**SFT_DEFAULTS, **sets, **no_ramp})
     if "optim.lr_final" not in sets:  # the cosine ends the run: its floor is the last step's rate
         cfg = apply_overrides(cfg, {"optim.lr_final": cfg.optim.lr_decayed})
     if steps is not None and "train.steps" not in sets:
