@@ -177,13 +177,16 @@ class GRPOConfig:
     # Truncation of the importance weight exp(trainer − engine log-probability) that corrects rollouts the
     # trainer cannot reproduce exactly (bf16, kernels); 1 in fp32.
     max_importance_weight: float = 2.0
-    heldout_prompts: int = 32  # prompts kept out of training; greedy reward on them every train.eval_every steps
+    heldout_prompts: int = 32  # prompts kept out of training; their reward is measured every train.eval_every steps
+    # Completions per held-out prompt: 1 = greedy; more = sampled at grpo.temperature with fixed seeds (the
+    # policy's expected reward, what GRPO maximises).
+    heldout_samples: int = 1
     # A text prompt as one user turn of the chat template ("chat"), or the text itself after BOS ("raw").
     # A prompt given as a list of messages is always rendered with the template.
     prompt_format: PromptFormat = "chat"
 
     def __post_init__(self) -> None:
-        for name in ("prompts", "group_size", "max_new_tokens", "inner_steps"):
+        for name in ("prompts", "group_size", "max_new_tokens", "inner_steps", "heldout_samples"):
             require(getattr(self, name) > 0, f"grpo.{name}={getattr(self, name)} must be positive")
         require(self.group_size >= 2, f"grpo.group_size={self.group_size} must be at least 2: advantages compare "
                                       "the completions of one prompt with each other")

@@ -46,6 +46,9 @@ def make_engine(cfg: Config, params: Any, rows: int) -> Engine:
     return Engine(cfg, params, EngineConfig(max_batch=rows, max_seq_len=row_len(cfg), min_prefill_len=16))
 
 
+HELDOUT_STREAM = 2**31  # a "step" no rollout batch has: held-out sampling never repeats a rollout's draws
+
+
 def seed_of(cfg: Config, step: int, prompt: int) -> int:
     return int(np.random.default_rng([cfg.train.seed, step, prompt]).integers(2**31 - 1))
 
@@ -105,15 +108,21 @@ def rollout(cfg: Config, params: Any, tokenizer: Tokenizer, prompts: list[Prompt
 
 
 def heldout_scores(cfg: Config, params: Any, tokenizer: Tokenizer, prompts: list[Prompt], rewards: Rewards,
-                   batch: int = 64) -> dict[str, float]:
-    """Mean reward of one greedy completion per prompt (and each component's), in batches of `batch`."""
+                   rows: int = 64) -> dict[str, float]:
+    """Mean reward on the held-out prompts (and each component's): one greedy completion per prompt, or
+    grpo.heldout_samples sampled at grpo.temperature with seeds fixed per prompt (the same at every evaluation),
+    run `rows` completions at a time."""
+    k = cfg.grpo.heldout_samples
+    temperature = 0.0 if k == 1 else cfg.grpo.temperature
+    per_batch = max(1, rows // k)
     totals, parts = [], {name: [] for name in rewards.names}
-    for start in range(0, len(prompts), batch):
-        chunk = prompts[start:start + batch]
-        engine = make_engine(cfg, params, len(chunk))
-        requests = sample(engine, tokenizer, chunk, 1, cfg.grpo.max_new_tokens, 0.0, [0] * len(chunk))
-        total, comp = score(rewards, [completion_text(tokenizer, r) for r in requests], [p.answer for p in chunk],
-                            (len(chunk), 1))
+    for start in range(0, len(prompts), per_batch):
+        chunk = prompts[start:start + per_batch]
+        engine = make_engine(cfg, params, len(chunk) * k)
+        seeds = [seed_of(cfg, HELDOUT_STREAM, start + i) for i in range(len(chunk))]
+        requests = sample(engine, tokenizer, chunk, k, cfg.grpo.max_new_tokens, temperature, seeds)
+        total, comp = score(rewards, [completion_text(tokenizer, r) for r in requests],
+                            [p.answer for p in chunk for _ in range(k)], (len(chunk), k))
         totals += total.ravel().tolist()
         for name in rewards.names:
             parts[name] += comp[name].ravel().tolist()
