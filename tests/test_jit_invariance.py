@@ -73,9 +73,12 @@ class JitInvarianceTest(chex.TestCase):
                            top_k=np.array([0, 1, 0, 0], np.int32), top_p=np.array([1.0, 1.0, 1e-6, 1.0], np.float32),
                            seed=np.arange(4, dtype=np.int32), stream=np.zeros(4, np.int32))
         draw = self.variant(sample)
-        tokens = draw(logits, rows, jnp.arange(4, dtype=jnp.int32))
+        tokens, logprobs = draw(logits, rows, jnp.arange(4, dtype=jnp.int32))
         chex.assert_shape(tokens, (4,))
         best = np.asarray(jnp.argmax(logits, -1))
         np.testing.assert_array_equal(np.asarray(tokens)[:3], best[:3])  # greedy, top_k 1, a tiny nucleus
-        again = draw(logits, rows, jnp.arange(4, dtype=jnp.int32))
+        # greedy: the model's own log-softmax; one token left by the filters: probability 1
+        np.testing.assert_allclose(float(logprobs[0]), float(jax.nn.log_softmax(logits[0])[best[0]]), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(logprobs)[1:3], 0.0, atol=1e-6)
+        again, _ = draw(logits, rows, jnp.arange(4, dtype=jnp.int32))
         chex.assert_trees_all_equal(tokens, again)  # the draw is a function of (seed, stream, position)
