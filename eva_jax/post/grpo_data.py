@@ -18,7 +18,7 @@ from eva_jax.config import Config
 from eva_jax.data.jsonl import numbered_jsonl
 from eva_jax.data.sources import DataError
 from eva_jax.data.tokenizer import Tokenizer
-from eva_jax.post.sft_data import ROLES
+from eva_jax.post.sft_data import checked_messages
 
 FORMS = 'expected {"prompt": text or messages, "answer": text}, {"messages": [...], "answer": text} or GSM8K\'s ' \
         '{"question": text, "answer": text}'
@@ -30,18 +30,6 @@ class Prompt:
     ids: tuple[int, ...]  # the encoded prompt, ending where the completion starts
     answer: str  # the reference the rewards compare with
     line: int
-
-
-def _messages(value, where: str) -> list[dict]:
-    if not isinstance(value, list) or not value:
-        raise DataError(f"{where}: messages must be a non-empty list")
-    out = []
-    for k, m in enumerate(value):
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise DataError(f"{where}: message {k} must be {{\"role\": one of {', '.join(ROLES)}, "
-                            f"\"content\": text}}")
-        out.append({"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]})
-    return out
 
 
 def _answer(row: dict, where: str) -> str:
@@ -68,7 +56,7 @@ def encode_prompt(row: dict, tokenizer: Tokenizer, prompt_format: str, where: st
         value = [{"role": "user", "content": value}]
     elif value is None:
         raise DataError(f"{where}: {FORMS}")
-    return tokenizer.encode_chat(_messages(value, where), add_generation_prompt=True)
+    return tokenizer.encode_chat(checked_messages(value, where), add_generation_prompt=True)
 
 
 def read_prompts(path: str | Path, tokenizer: Tokenizer, cfg: Config) -> list[Prompt]:

@@ -12,19 +12,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from eva_jax.api import abstract_params
 from eva_jax.config import Config
-from eva_jax.parallel.rules import MeshRules, constrain_tree, param_specs
+from eva_jax.parallel.rules import MeshRules, constrain_tree
 from eva_jax.parallel.sharding import shard_rows
 from eva_jax.post.grpo_loss import grpo_loss, token_logprobs
 from eva_jax.train import schedules
 from eva_jax.train.optim import make_optimizer
 from eva_jax.train.state import TrainState
-from eva_jax.train.state_sharding import state_shardings
-from eva_jax.train.step import apply_if_finite, mean_gradient
+from eva_jax.train.step import apply_if_finite, jit_step, mean_gradient
 
 METRICS = ("loss", "kl", "clip_fraction", "entropy")
 
@@ -54,14 +51,7 @@ def compiled(cfg: Config, mesh) -> tuple[optax.GradientTransformation, Any]:
 
 
 def make_grpo_step(cfg: Config, tx: optax.GradientTransformation, mesh=None):
-    fn = functools.partial(grpo_step, cfg=cfg, tx=tx)
-    if mesh is None:
-        return jax.jit(fn, donate_argnums=0)
-    boxed = abstract_params(cfg)
-    state_sh, _ = state_shardings(cfg, mesh, tx, boxed)
-    fn = functools.partial(fn, sharding=MeshRules.of(cfg, mesh), specs=param_specs(cfg, mesh, boxed))
-    return jax.jit(fn, donate_argnums=0, in_shardings=(state_sh, None),
-                   out_shardings=(state_sh, NamedSharding(mesh, P())))
+    return jit_step(grpo_step, cfg, tx, mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))

@@ -28,14 +28,8 @@ class Sample:
     targets: np.ndarray  # bool [n]: token i is predicted and counts in the loss (an assistant token)
 
 
-def conversation(row: dict, where: str) -> list[dict]:
-    """The messages of one line, checked: known roles, text content, at least one non-empty assistant turn."""
-    if "messages" in row:
-        messages = row["messages"]
-    elif "prompt" in row and "completion" in row:
-        messages = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
-    else:
-        raise DataError(f"{where}: {FORMS}")
+def checked_messages(messages, where: str) -> list[dict]:
+    """A non-empty list of {"role": known role, "content": text}; `developer` becomes `system`."""
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{where}: messages must be a non-empty list")
     out = []
@@ -44,6 +38,18 @@ def conversation(row: dict, where: str) -> list[dict]:
             raise DataError(f"{where}: message {k} must be {{\"role\": one of {', '.join(ROLES)}, "
                             f"\"content\": text}}")
         out.append({"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]})
+    return out
+
+
+def conversation(row: dict, where: str) -> list[dict]:
+    """The messages of one line, checked: known roles, text content, at least one non-empty assistant turn."""
+    if "messages" in row:
+        messages = row["messages"]
+    elif "prompt" in row and "completion" in row:
+        messages = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
+    else:
+        raise DataError(f"{where}: {FORMS}")
+    out = checked_messages(messages, where)
     answers = [m for m in out if m["role"] == "assistant"]
     if not answers or not any(m["content"].strip() for m in answers):
         raise DataError(f"{where}: there is no assistant answer to learn (empty or missing)")

@@ -108,18 +108,24 @@ def train_step(state: TrainState, batch: dict, mtp_lambda: jax.Array, gamma: jax
     return state, metrics
 
 
-def make_train_step(cfg: Config, tx: optax.GradientTransformation, mesh=None):
-    """The jitted step. With a mesh: the state lies as eva_jax.parallel.rules says (in and out), batches over
-    the batch axes, and the model is given the mesh (MeshRules), so the MoE dispatches over `expert` and every
-    weight is constrained to its spec. The parameter specs are computed here, once."""
-    fn = functools.partial(train_step, cfg=cfg, tx=tx)
+def jit_step(step, cfg: Config, tx: optax.GradientTransformation, mesh=None, batch_args: int = 1):
+    """`step(state, *batch_args, cfg=, tx=[, sharding=, specs=])` jitted with the state donated. With a mesh:
+    the state lies as eva_jax.parallel.rules says (in and out), batches over the batch axes, and the model is
+    given the mesh (MeshRules), so the MoE dispatches over `expert` and every weight is constrained to its
+    spec. The parameter specs are computed here, once."""
+    fn = functools.partial(step, cfg=cfg, tx=tx)
     if mesh is None:
         return jax.jit(fn, donate_argnums=0)
     boxed = abstract_params(cfg)
     state_sh, _ = state_shardings(cfg, mesh, tx, boxed)
     fn = functools.partial(fn, sharding=MeshRules.of(cfg, mesh), specs=param_specs(cfg, mesh, boxed))
-    return jax.jit(fn, donate_argnums=0, in_shardings=(state_sh, None, None, None),
+    return jax.jit(fn, donate_argnums=0, in_shardings=(state_sh, *([None] * batch_args)),
                    out_shardings=(state_sh, NamedSharding(mesh, P())))
+
+
+def make_train_step(cfg: Config, tx: optax.GradientTransformation, mesh=None):
+    """The jitted pre-training step (batch, mtp_lambda, gamma), on one device or `mesh` (jit_step)."""
+    return jit_step(train_step, cfg, tx, mesh, batch_args=3)
 
 
 @functools.partial(jax.jit, static_argnums=2)
